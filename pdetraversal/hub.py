@@ -1,0 +1,103 @@
+"""Hub I/O shared by potentials and generators: safetensors only, strict keys, loud errors.
+
+No paper equation lives here. Every Hub operation goes through huggingface_hub's public API
+(`hf_hub_download`, `PyTorchModelHubMixin`); nothing here speaks HTTP itself.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from safetensors import SafetensorError
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: missing, corrupt, or not matching the model."""
+
+
+def resolve_file(repo_id_or_path: str | os.PathLike, filename: str, revision: str | None = None, **download_kwargs) -> str:
+    """Local path of `filename` from a folder or a Hub repo (at `revision`), with a clear error if it is absent."""
+    if os.path.isdir(repo_id_or_path):
+        path = Path(repo_id_or_path) / filename
+        if not path.is_file():
+            raise CheckpointError(f"{filename} not found in folder {repo_id_or_path}")
+        return str(path)
+    repo_id = str(repo_id_or_path)
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        return hf_hub_download(repo_id, filename, revision=revision, **download_kwargs)
+    except RepositoryNotFoundError as e:
+        raise CheckpointError(f"Hub repo '{repo_id}' not found (and no such local folder)") from e
+    except RevisionNotFoundError as e:
+        raise CheckpointError(f"revision '{revision}' not found in Hub repo '{repo_id}'") from e
+    except EntryNotFoundError as e:
+        raise CheckpointError(f"{filename} not found in Hub repo {where}") from e
+    except LocalEntryNotFoundError as e:
+        raise CheckpointError(f"{filename} of {where} is not in the local cache and the Hub cannot be reached") from e
+
+
+def read_config(repo_id_or_path: str | os.PathLike, revision: str | None = None, **download_kwargs) -> dict:
+    path = resolve_file(repo_id_or_path, CONFIG_NAME, revision, **download_kwargs)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{CONFIG_NAME} of {repo_id_or_path} is not valid JSON: {e}") from e
+
+
+def load_state_strict(model: torch.nn.Module, weights_file: str, map_location: str = "cpu") -> None:
+    """Load a safetensors file into `model`, naming every missing, unexpected or wrongly shaped tensor."""
+    try:
+        state = safetensors.torch.load_file(weights_file, device=map_location)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights_file} is not a readable safetensors file: {e}") from e
+    expected = model.state_dict()
+    problems = [f"missing key '{k}'" for k in expected if k not in state]
+    problems += [f"unexpected key '{k}'" for k in state if k not in expected]
+    problems += [
+        f"key '{k}' has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if problems:
+        raise CheckpointError(f"checkpoint {weights_file} does not match {type(model).__name__}: " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+class HubModule(PyTorchModelHubMixin):
+    """PyTorchModelHubMixin that loads only `model.safetensors`, always strictly, with readable errors.
+
+    The stock mixin falls back to pickled `pytorch_model.bin` and loads with strict=False; we want neither.
+    """
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,
+                         map_location: str = "cpu", strict: bool = True, **model_kwargs):
+        if not strict:
+            raise ValueError(f"{cls.__name__} always loads strictly; strict=False is not supported")
+        model = cls(**model_kwargs)
+        weights = resolve_file(model_id, WEIGHTS_NAME, revision, cache_dir=cache_dir, force_download=force_download,
+                               local_files_only=local_files_only, token=token)
+        load_state_strict(model, weights, map_location)
+        model.eval()
+        return model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, revision: str | None = None, **kwargs):
+        # Fetch config.json through our resolver first, so an unknown repo or revision gets our message.
+        read_config(pretrained_model_name_or_path, revision,
+                    **{k: kwargs[k] for k in ("cache_dir", "force_download", "local_files_only", "token") if k in kwargs})
+        return super().from_pretrained(pretrained_model_name_or_path, revision=revision, **kwargs)
