@@ -1,0 +1,55 @@
+"""The non-PDE loss terms of the paper (Sec. 3.3-3.4, eq. 7-9).
+
+- `jacobian_term`: L_J = −‖J_G(z)·∇_z u‖², the image-space speed of a latent step, by forward-mode AD.
+  The paper maximises it unbounded, and nothing then stops the step from growing. Ours saturates:
+      L_J = −τ · tanh(s / τ),   s = sqrt(mean over pixels of (J_G(z)·v)²)   (the RMS pixel change of a step),
+  which rewards speed while the step is small (s ≪ τ) and stops rewarding growth once the RMS pixel change per
+  step reaches about τ: the gradient falls as 1/cosh²(s/τ). The RMS rather than the squared norm keeps the push
+  from vanishing near v = 0 (where the initial condition and the wave equation pull the potentials towards
+  u = const), and the pixel mean rather than the sum makes τ independent of the image size.
+- `classifier_loss`: L_k, cross-entropy of the auxiliary classifier predicting k from (x_t, x_{t+1}).
+- `latent_matching_loss`: L_z (eq. 8) for the supervised VAE setting.
+- `negative_elbo`: L_x, the VAE's negative ELBO (Bernoulli pixels) of decoded codes.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.func import jvp
+
+
+def jacobian_vector_product(decode: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, v: torch.Tensor):
+    """(G(z), J_G(z)·v) in one forward-mode pass; differentiable w.r.t. v (and z)."""
+    return jvp(decode, (z,), (v,))
+
+
+def jacobian_term(jv: torch.Tensor, saturation: float = 0.1) -> torch.Tensor:
+    """L_J per sample from J_G(z)·v (B, C, H, W): −τ·tanh(rms(Jv) / τ) -> (B,), bounded in [−τ, 0]."""
+    if saturation <= 0:
+        raise ValueError(f"saturation must be > 0, got {saturation}")
+    speed = (jv.pow(2).flatten(1).mean(1) + 1e-12).sqrt()
+    return -saturation * torch.tanh(speed / saturation)
+
+
+def classifier_loss(logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """L_k: cross-entropy of predicting the potential index k from the image pair."""
+    return F.cross_entropy(logits, k)
+
+
+def latent_matching_loss(z_t: torch.Tensor, z_hat_t: torch.Tensor, z_next: torch.Tensor,
+                         velocity_hat: torch.Tensor) -> torch.Tensor:
+    """L_z (eq. 8) per sample: ‖z_t − ẑ_t‖² + ‖z_{t+1} − z_t − ∇u(ẑ_t, t)‖².
+
+    z_t, z_next: encodings of the observed x_t, x_{t+1}; ẑ_t: the flowed code; velocity_hat: ∇_z u(ẑ_t, t).
+    """
+    return (z_t - z_hat_t).pow(2).sum(-1) + (z_next - z_t - velocity_hat).pow(2).sum(-1)
+
+
+def negative_elbo(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                  beta: float = 1.0) -> torch.Tensor:
+    """−ELBO per sample for Bernoulli pixels: −log p(x|z) + β·KL(q(z|x) ‖ N(0, I)) -> (B,)."""
+    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+    return recon + beta * kl
