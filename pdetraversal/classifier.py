@@ -1,8 +1,10 @@
 """The auxiliary classifier C of the paper (Sec. 3.4, L_k): which potential k moved x_t to x_{t+1}?
 
-The pair is stacked on channels (2C input channels). Images up to 64 px use a LeNet-style net (conv5 6, conv5 16,
-conv5 120, each with batch norm and ReLU, then 120 -> 84 -> K); larger images a small ResNet (BasicBlocks,
-widths 32-256) with a 2C-channel stem. No torchvision: both are a few lines of torch.
+The pair is stacked on channels (2C input channels). Images up to 64 px use a LeNet-style net on the pair pooled
+to LeNet's 32×32 (conv5 6, pool, conv5 16, pool, conv5 120, each conv with batch norm and ReLU, then
+120 -> 84 -> K): pooling first makes it 4× cheaper on 64 px images, and a step of the flow changes whole sprites,
+not single pixels. Larger images use a small ResNet (BasicBlocks, widths 32-256) with a 2C-channel stem.
+No torchvision: both are a few lines of torch.
 """
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ import torch
 from torch import nn
 
 
-def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout),
+def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, padding: int | None = None) -> nn.Sequential:
+    padding = kernel // 2 if padding is None else padding
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout),
                          nn.ReLU(inplace=True))
 
 
@@ -36,9 +39,10 @@ class PairClassifier(nn.Module):
         cin = 2 * channels
         if image_size <= 64:
             self.features = nn.Sequential(
-                _conv_bn_relu(cin, 6, 5), nn.MaxPool2d(2),
-                _conv_bn_relu(6, 16, 5), nn.MaxPool2d(2),
-                _conv_bn_relu(16, 120, 5), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                nn.AdaptiveAvgPool2d(32),
+                _conv_bn_relu(cin, 6, 5, padding=0), nn.MaxPool2d(2),  # 28 -> 14
+                _conv_bn_relu(6, 16, 5, padding=0), nn.MaxPool2d(2),  # 10 -> 5
+                _conv_bn_relu(16, 120, 5, padding=0), nn.Flatten(),  # 1×1
             )
             self.head = nn.Sequential(nn.Linear(120, 84), nn.ReLU(inplace=True), nn.Linear(84, num_potentials))
         else:

@@ -14,6 +14,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
+    HFValidationError,
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
@@ -39,6 +40,8 @@ def resolve_file(repo_id_or_path: str | os.PathLike, filename: str, revision: st
     where = f"{repo_id}@{revision}" if revision else repo_id
     try:
         return hf_hub_download(repo_id, filename, revision=revision, **download_kwargs)
+    except HFValidationError as e:
+        raise CheckpointError(f"'{repo_id}' is neither an existing folder nor a valid Hub repo id") from e
     except RepositoryNotFoundError as e:
         raise CheckpointError(f"Hub repo '{repo_id}' not found (and no such local folder)") from e
     except RevisionNotFoundError as e:

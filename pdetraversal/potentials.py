@@ -95,6 +95,13 @@ class PotentialFlow(
     def config(self) -> dict:
         return dict(self._hub_mixin_config)
 
+    def set_labels(self, labels: list[str] | None) -> None:
+        """Name the potentials (e.g. after measuring what each one changes); saved with the config."""
+        if labels is not None and len(labels) != self.num_potentials:
+            raise ValueError(f"got {len(labels)} labels for {self.num_potentials} potentials")
+        self.labels = labels
+        self._hub_mixin_config["labels"] = labels
+
     def label(self, k: int) -> str:
         return self.labels[k] if self.labels else f"potential {k}"
 

@@ -79,7 +79,7 @@ def test_short_training_run_learns_distinguishable_traversals():
         accs.append(logs["acc"])
     assert accs[0] < 0.6 and sum(accs[-10:]) / 10 > 0.9  # chance is 1/3
     z = gen.sample_latent(64)
-    assert flow.velocity(z, 1.0, 0).norm(dim=1).mean() > 1.5 * speed0  # the saturated L_J still makes steps grow
+    assert flow.velocity(z, 1.0, 0).norm(dim=1).mean() > 1.2 * speed0  # without L_J, L_u and L_f shrink the steps towards 0
     # distinct potentials move in distinct directions
     dirs = torch.stack([torch.nn.functional.normalize(flow.velocity(z, 1.0, k), dim=1) for k in range(3)])
     for a in range(3):

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine: the dev requirements, Debian's chromium for the
+# browser test (Playwright drives it; no browser is downloaded), and olah (an open-source Hub mirror) in its own
+# venv, because its pinned web stack must not change the one gradio runs on.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+python3 -m pip install -q -r requirements-dev.txt
+OLAH_VENV=/tmp/olah-venv  # where tests/test_olah.py looks for olah-cli
+if [ ! -x "$OLAH_VENV/bin/olah-cli" ]; then
+  python3 -m venv "$OLAH_VENV"
+  "$OLAH_VENV/bin/pip" install -q olah==0.5.4
+fi
+echo "test dependencies installed (olah-cli: $OLAH_VENV/bin/olah-cli)"

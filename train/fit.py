@@ -1,0 +1,293 @@
+"""Train K potentials for a frozen generator (paper Sec. 4.2, L = L_u + L_f + L_J + L_k) and publish them.
+
+The embedded default (dSprites VAE, about 12 minutes on 2 CPU cores):
+
+    python train/fit.py --generator hub_models/dsprites-vae --num-potentials 10 --num-timesteps 10 \\
+        --max-steps 1500 --factor-regressor hub_models/dsprites-factor-regressor \\
+        --output-dir hub_models/dsprites-vae-potentials
+
+Publish to the Hub (one commit with weights, config and card) and continue an interrupted run:
+
+    python train/fit.py --generator user/my-generator --output-dir runs/mine --push-to-hub --hub-model-id user/mine
+    python train/fit.py --generator user/my-generator --output-dir runs/mine --resume
+
+Checkpoints go to DIR/checkpoint.safetensors every --checkpoint-every steps (written, then renamed), so an
+interrupted run loses at most one interval. At the end DIR always gets the potentials first (save_pretrained);
+the push comes after, and a failed push leaves DIR intact and prints how to retry.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from huggingface_hub import HfApi, ModelCard, ModelCardData  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from hub_models import load_generator, resolve_source  # noqa: E402
+from pdetraversal import PotentialFlow  # noqa: E402
+from pdetraversal.classifier import PairClassifier  # noqa: E402
+from pdetraversal.hub import CheckpointError  # noqa: E402
+from pdetraversal.training import LossConfig, training_step  # noqa: E402
+
+CHECKPOINT = "checkpoint.safetensors"
+# Arguments that define the model and the optimisation: a resumed run must use the same ones.
+RESUME_MUST_MATCH = ("generator", "revision", "num_potentials", "num_timesteps", "hidden_dim", "step_size",
+                     "batch_size", "lr", "seed", "laplacian", "num_probes")
+
+
+def positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump: the problem is the message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    g = p.add_argument_group("generator")
+    g.add_argument("--generator", required=True, help="Hub repo id or folder of the frozen generator (config.json + model.safetensors)")
+    g.add_argument("--revision", help="branch, tag or commit of the generator repo; the resolved commit sha is recorded")
+    m = p.add_argument_group("potentials")
+    m.add_argument("--num-potentials", type=positive(int), default=8, help="K, the number of potentials (default 8)")
+    m.add_argument("--num-timesteps", type=positive(int), default=10, help="T, the traversal length trained for (>= 2, default 10)")
+    m.add_argument("--hidden-dim", type=positive(int), help="width of each potential's MLP (default: the latent dim, as in the paper)")
+    m.add_argument("--step-size", type=positive(float), default=1.0, help="step size of the flow during training and the default for traversals (default 1.0)")
+    m.add_argument("--labels", help="comma-separated name per potential (default: the dominant factor when --factor-regressor is given)")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--max-steps", type=positive(int), default=1500, help="training steps (default 1500)")
+    o.add_argument("--batch-size", type=positive(int), default=64, help="latents per step (default 64)")
+    o.add_argument("--lr", type=positive(float), default=1e-3, help="Adam learning rate for potentials and classifier (default 1e-3)")
+    o.add_argument("--laplacian", choices=("exact", "hutchinson"), default="exact",
+                   help="exact trace of the Hessian (affordable up to d ~ 128) or Hutchinson's unbiased estimate (default exact)")
+    o.add_argument("--num-probes", type=positive(int), default=1, help="Rademacher probes for --laplacian hutchinson (default 1)")
+    o.add_argument("--seed", type=int, default=0, help="seed for initialisation, latents, k and t (default 0)")
+    o.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
+    w = p.add_argument_group("loss weights")
+    for name, default, what in (("initial", 1.0, "L_u, the initial condition"), ("pde", 1.0, "L_f, the wave equation"),
+                                ("jacobian", 1.0, "L_J, the image-space speed"), ("classifier", 1.0, "L_k, the classifier")):
+        w.add_argument(f"--w-{name}", type=float, default=default, help=f"weight of {what} (default {default})")
+    w.add_argument("--jacobian-saturation", type=positive(float), default=0.1,
+                   help="RMS pixel change per step at which L_J stops rewarding speed (default 0.1)")
+    io = p.add_argument_group("output")
+    io.add_argument("--output-dir", required=True, help="folder for the potentials (config.json, model.safetensors, README.md) and the checkpoint")
+    io.add_argument("--checkpoint-every", type=positive(int), default=250, help="steps between checkpoints (default 250)")
+    io.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.safetensors")
+    io.add_argument("--factor-regressor", help="dSprites factor regressor folder: measure what each potential changes and report it in the card")
+    io.add_argument("--no-progress", action="store_true", help="no progress bar")
+    h = p.add_argument_group("Hub")
+    h.add_argument("--push-to-hub", action="store_true", help="after saving, publish DIR as one commit to --hub-model-id")
+    h.add_argument("--hub-model-id", help="repo id to publish to, e.g. user/dsprites-potentials")
+    h.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    h.add_argument("--token", help="Hub token (default: the logged-in token or HF_TOKEN)")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.num_timesteps < 2:
+        parser.error("--num-timesteps must be >= 2 (a traversal needs at least one step after t = 0)")
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push-to-hub needs --hub-model-id")
+    if args.labels is not None:
+        args.labels = [s.strip() for s in args.labels.split(",")]
+        if len(args.labels) != args.num_potentials:
+            parser.error(f"--labels has {len(args.labels)} names for --num-potentials {args.num_potentials}")
+    checkpoint = Path(args.output_dir) / CHECKPOINT
+    if args.resume and not checkpoint.is_file():
+        parser.error(f"--resume: no checkpoint at {checkpoint}")
+    if not args.resume and checkpoint.is_file():
+        parser.error(f"{checkpoint} exists: pass --resume to continue it, or choose another --output-dir")
+    return args
+
+
+def generator_pin(source: str, revision: str | None, token) -> str | None:
+    """The commit sha of a Hub generator (so published potentials name the exact weights); None for a folder."""
+    if os.path.isdir(source):
+        return None
+    return HfApi(token=token).model_info(source, revision=revision).sha
+
+
+def save_checkpoint(path: Path, step: int, flow, classifier, optimizer, args) -> None:
+    tensors = {f"flow.{k}": v for k, v in flow.state_dict().items()}
+    tensors.update({f"classifier.{k}": v for k, v in classifier.state_dict().items()})
+    opt = optimizer.state_dict()
+    for i, state in opt["state"].items():
+        tensors.update({f"optim.{i}.{k}": torch.as_tensor(v) for k, v in state.items()})
+    meta = {"step": str(step), "param_groups": json.dumps(opt["param_groups"]),
+            "args": json.dumps({k: getattr(args, k) for k in RESUME_MUST_MATCH})}
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=meta)
+    os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint
+
+
+def load_checkpoint(path: Path, flow, classifier, optimizer, args) -> int:
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    saved = json.loads(meta["args"])
+    changed = [f"--{k.replace('_', '-')} {saved[k]} -> {getattr(args, k)}" for k in RESUME_MUST_MATCH if saved.get(k) != getattr(args, k)]
+    if changed:
+        raise SystemExit(f"error: --resume with different settings than the checkpoint: {', '.join(changed)}")
+    tensors = load_file(path)
+    flow.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("flow.")})
+    classifier.load_state_dict({k[11:]: v for k, v in tensors.items() if k.startswith("classifier.")})
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    return int(meta["step"])
+
+
+def write_card(args, flow, final: dict, seconds: float, report: dict | None, argv) -> None:
+    from pdetraversal.factors import format_report
+
+    is_hub = not os.path.isdir(resolve_source(args.generator))
+    data = ModelCardData(library_name="pdetraversal", license="apache-2.0",
+                         tags=["latent-traversal", "potential-flow", "pdetraversal"],
+                         base_model=args.generator if is_hub else None, base_model_relation="adapter" if is_hub else None)
+    command = "python train/fit.py " + " ".join(shlex.quote(a) for a in argv)
+    terms = ", ".join(f"{k} = {v:.4g}" for k, v in final.items())
+    labels = "\n".join(f"| {k} | {flow.label(k)} |" for k in range(flow.num_potentials))
+    text = f"""---
+{data.to_yaml()}
+---
+
+# Potential flows for `{args.generator}`
+
+{flow.num_potentials} potentials u^k(z, t) over the {flow.latent_dim}-dimensional latent space of the generator
+`{args.generator}`{f" (revision `{flow.config['generator_revision']}`)" if flow.config.get("generator_revision") else ""},
+trained with [pdetraversal](https://arxiv.org/abs/2304.12944) (Song et al., ICML 2023, "Latent Traversals in
+Generative Models as Potential Flows"). Traversal k follows z_(t+1) = z_t + ∇_z u^k(z_t, t).
+
+```python
+from pdetraversal import PotentialFlow
+from hub_models import load_generator
+
+flow = PotentialFlow.from_pretrained("<this repo or folder>")
+gen = load_generator(flow.config["generator"], revision=flow.config.get("generator_revision"))
+path = flow.traverse(gen.sample_latent(4, seed=0), k=0)   # ({flow.num_timesteps + 1}, 4, {flow.latent_dim})
+frames = gen.decode(path.flatten(0, 1))
+```
+
+## Training
+
+- Command: `{command}`
+- Steps: {args.max_steps}, batch {args.batch_size}, Adam lr {args.lr}, T = {args.num_timesteps}, Laplacian: {args.laplacian}
+- Time: {seconds / 60:.1f} min on {args.device} ({torch.get_num_threads()} threads)
+- Final loss terms (mean of the last 50 steps): {terms}
+- Auxiliary classifier accuracy (mean of the last 50 steps): {final["acc"]:.1%}
+
+## Potentials
+
+| k | label |
+|---|---|
+{labels}
+"""
+    if report is not None:
+        text += "\n## What each potential changes\n\n" + format_report(report) + "\n"
+    (Path(args.output_dir) / "README.md").write_text(text, encoding="utf-8")
+
+
+def push(args) -> None:
+    api = HfApi(token=args.token)
+    api.create_repo(args.hub_model_id, private=args.private, exist_ok=True)
+    info = api.upload_folder(repo_id=args.hub_model_id, folder_path=args.output_dir,
+                             allow_patterns=["config.json", "model.safetensors", "README.md"],
+                             commit_message=f"Potentials trained with pdetraversal ({args.max_steps} steps)")
+    print(f"published {args.hub_model_id} at {info.oid}")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        source = resolve_source(args.generator)
+        generator = load_generator(source, revision=args.revision, token=args.token).to(args.device)
+        pin = generator_pin(source, args.revision, args.token)
+    except (CheckpointError, ValueError, OSError) as e:
+        raise SystemExit(f"error: cannot load --generator {args.generator}: {e}") from None
+    x = generator.decode(generator.sample_latent(1, seed=0))
+
+    torch.manual_seed(args.seed)
+    flow = PotentialFlow(generator.latent_dim, args.num_potentials, args.hidden_dim, args.num_timesteps, args.step_size,
+                         generator=args.generator, generator_revision=pin, labels=args.labels).to(args.device)
+    classifier = PairClassifier(args.num_potentials, channels=x.shape[1], image_size=max(x.shape[2:])).to(args.device)
+    optimizer = torch.optim.Adam([*flow.parameters(), *classifier.parameters()], lr=args.lr)
+    losses = LossConfig(args.w_initial, args.w_pde, args.w_jacobian, args.w_classifier, args.jacobian_saturation,
+                        args.laplacian, args.num_probes)
+    start = load_checkpoint(out / CHECKPOINT, flow, classifier, optimizer, args) if args.resume else 0
+
+    history: list[dict] = []
+    began = time.time()
+    bar = tqdm(range(start, args.max_steps), initial=start, total=args.max_steps, disable=args.no_progress,
+               desc="fit", dynamic_ncols=True)
+    for step in bar:
+        # Seeds derived from (seed, step) make a resumed run draw exactly what the uninterrupted one would have.
+        step_seed = args.seed * 1_000_003 + step
+        z0 = generator.sample_latent(args.batch_size, seed=step_seed)
+        loss, logs = training_step(flow, classifier, generator, z0, losses, torch.Generator().manual_seed(step_seed))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history = (history + [logs])[-50:]
+        if step % 10 == 0 or step == args.max_steps - 1:
+            bar.set_postfix({k: f"{sum(h[k] for h in history) / len(history):.3g}" for k in logs})
+        if (step + 1) % args.checkpoint_every == 0 and step + 1 < args.max_steps:
+            save_checkpoint(out / CHECKPOINT, step + 1, flow, classifier, optimizer, args)
+    bar.close()
+    seconds = time.time() - began
+    final = {k: sum(h[k] for h in history) / len(history) for k in history[0]} if history else {}
+
+    report = None
+    if args.factor_regressor:
+        from pdetraversal.factors import FactorRegressor, factor_report
+
+        report = factor_report(flow, generator, FactorRegressor.from_pretrained(resolve_source(args.factor_regressor)))
+        if args.labels is None:
+            flow.set_labels([f"{p['dominant']} ({p['share']:.0%})" if p["dominant"] else "mixed" for p in report["potentials"]])
+
+    flow.cpu().save_pretrained(out)
+    if final:
+        write_card(args, flow, final, seconds, report, argv)
+    (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete; DIR now holds only the published files
+    print(f"saved {flow.num_potentials} potentials to {out}" + (f" (classifier accuracy {final['acc']:.1%})" if final else ""))
+
+    if args.push_to_hub:
+        try:
+            push(args)
+        except Exception as e:  # noqa: BLE001 -- any failure: the local result stays, say how to retry
+            print(f"error: push to {args.hub_model_id} failed: {e}\nThe potentials are saved in {out}. Retry with:\n"
+                  f"  hf upload {args.hub_model_id} {out} . --include config.json model.safetensors README.md",
+                  file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
