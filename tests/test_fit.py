@@ -1,0 +1,121 @@
+"""train/fit.py: a tiny run end to end, exact resumption after an interruption, and one-line errors."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hub_models import MLPGenerator
+from pdetraversal import PotentialFlow
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("fit", ROOT / "train" / "fit.py")
+fit = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fit)
+
+
+@pytest.fixture(scope="module")
+def generator_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gen")
+    torch.manual_seed(0)
+    MLPGenerator(latent_dim=4, image_size=16).save_pretrained(path)
+    return path
+
+
+def args_for(generator_dir, out, *extra):
+    return ["--generator", str(generator_dir), "--num-potentials", "3", "--num-timesteps", "4", "--batch-size", "8",
+            "--output-dir", str(out), "--no-progress", *extra]
+
+
+def test_tiny_fit_writes_loadable_potentials(generator_dir, tmp_path):
+    out = tmp_path / "pots"
+    assert fit.main(args_for(generator_dir, out, "--max-steps", "6", "--labels", "a,b,c")) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    flow = PotentialFlow.from_pretrained(out)
+    assert flow.config["generator"] == str(generator_dir) and flow.config["generator_revision"] is None
+    assert flow.num_potentials == 3 and flow.label(2) == "c"
+    path = flow.traverse(torch.randn(2, 4), k=1)
+    assert path.shape == (5, 2, 4) and torch.isfinite(path).all()
+    card = (out / "README.md").read_text()
+    assert "library_name: pdetraversal" in card and "--max-steps 6" in card and "classifier accuracy" in card
+
+
+def test_resume_continues_exactly(generator_dir, tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    assert fit.main(args_for(generator_dir, full, "--max-steps", "8", "--checkpoint-every", "3")) == 0
+
+    resumed = tmp_path / "resumed"
+    real_step, calls = fit.training_step, []
+
+    def crash_at_step_seven(*a, **kw):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt  # the 8th step (index 7): checkpoints exist for steps 3 and 6
+        return real_step(*a, **kw)
+
+    monkeypatch.setattr(fit, "training_step", crash_at_step_seven)
+    with pytest.raises(KeyboardInterrupt):
+        fit.main(args_for(generator_dir, resumed, "--max-steps", "8", "--checkpoint-every", "3"))
+    from safetensors import safe_open
+
+    with safe_open(resumed / fit.CHECKPOINT, "pt") as f:
+        assert f.metadata()["step"] == "6"
+    assert not (resumed / "checkpoint.tmp").exists()
+
+    monkeypatch.setattr(fit, "training_step", real_step)
+    calls.clear()
+    counting = lambda *a, **kw: (calls.append(1), real_step(*a, **kw))[1]  # noqa: E731
+    monkeypatch.setattr(fit, "training_step", counting)
+    assert fit.main(args_for(generator_dir, resumed, "--max-steps", "8", "--checkpoint-every", "3", "--resume")) == 0
+    assert len(calls) == 2  # only steps 6 and 7 were run again
+    a, b = PotentialFlow.from_pretrained(full), PotentialFlow.from_pretrained(resumed)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name  # the same weights as the run that was never interrupted
+
+
+def test_resume_refuses_changed_settings(generator_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real_step, calls = fit.training_step, []
+
+    def crash(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*a, **kw)
+
+    monkeypatch.setattr(fit, "training_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fit.main(args_for(generator_dir, out, "--max-steps", "5", "--checkpoint-every", "2"))
+    with pytest.raises(SystemExit, match="--lr 0.001 -> 0.01"):
+        fit.main(args_for(generator_dir, out, "--max-steps", "5", "--checkpoint-every", "2", "--resume", "--lr", "0.01"))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--max-steps", "0"], "argument --max-steps: must be > 0, got 0"),
+    (["--num-timesteps", "1"], "--num-timesteps must be >= 2"),
+    (["--laplacian", "rowsum"], "invalid choice: 'rowsum'"),
+    (["--push-to-hub"], "--push-to-hub needs --hub-model-id"),
+    (["--labels", "a,b"], "--labels has 2 names for --num-potentials 3"),
+    (["--resume"], "--resume: no checkpoint at"),
+])
+def test_bad_flags_give_one_line_errors(generator_dir, tmp_path, extra, message):
+    proc = subprocess.run([sys.executable, str(ROOT / "train" / "fit.py"), *args_for(generator_dir, tmp_path / "o"), *extra],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_generator_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="neither an existing folder nor a valid Hub repo id"):
+        fit.main(["--generator", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "o"), "--no-progress"])
+
+
+def test_help_explains_every_flag():
+    text = fit.build_parser().format_help()
+    for action in fit.build_parser()._actions:
+        assert action.help, f"{action.option_strings} has no help"
+    assert "python train/fit.py --generator hub_models/dsprites-vae" in text
