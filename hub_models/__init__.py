@@ -8,6 +8,7 @@ from pdetraversal.hub import CheckpointError, read_config
 
 from .base import REGISTRY, Generator
 from .mlp import MLPGenerator
+from .dsprites_vae import DSpritesVAE
 
 EMBEDDED_DIR = Path(__file__).resolve().parent
 
@@ -36,4 +37,21 @@ def load_generator(repo_id_or_path: str | os.PathLike, revision: str | None = No
     return gen.eval().requires_grad_(False)
 
 
-__all__ = ["Generator", "MLPGenerator", "load_generator", "resolve_source", "EMBEDDED_DIR"]
+def load_flow_and_generator(potentials: str | os.PathLike, revision: str | None = None, **download_kwargs):
+    """Potentials from a Hub repo (at `revision`) or a folder, and the generator their config names, pinned to the
+    revision recorded there. Raises CheckpointError if the two do not fit together."""
+    from pdetraversal import PotentialFlow
+
+    flow = PotentialFlow.from_pretrained(resolve_source(potentials), revision=revision, **download_kwargs)
+    if not flow.config.get("generator"):
+        raise CheckpointError(f"{potentials}: config.json names no generator")
+    generator = load_generator(flow.config["generator"], revision=flow.config.get("generator_revision"), **download_kwargs)
+    if generator.latent_dim != flow.latent_dim:
+        raise CheckpointError(
+            f"{potentials} has latent_dim={flow.latent_dim} but its generator {flow.config['generator']} "
+            f"has latent_dim={generator.latent_dim}"
+        )
+    return flow.eval(), generator
+
+
+__all__ = ["load_flow_and_generator", "Generator", "MLPGenerator", "DSpritesVAE", "load_generator", "resolve_source", "EMBEDDED_DIR"]

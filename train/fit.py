@@ -283,7 +283,7 @@ def main(argv=None) -> int:
             push(args)
         except Exception as e:  # noqa: BLE001 -- any failure: the local result stays, say how to retry
             print(f"error: push to {args.hub_model_id} failed: {e}\nThe potentials are saved in {out}. Retry with:\n"
-                  f"  hf upload {args.hub_model_id} {out} . --include config.json model.safetensors README.md",
+                  f"  hf upload {args.hub_model_id} {out} . --include config.json --include model.safetensors --include README.md",
                   file=sys.stderr)
             return 1
     return 0
