@@ -1,0 +1,330 @@
+"""Pictures of potential flows: traversal strips, GIFs, the K-potential overview, and the potential landscape.
+
+A traversal follows paper eq. 3, z_{t+1} = z_t ± ∇_z u^k(z_t, t). The landscape plot draws the scalar potential
+u^k(·, t) itself on a 2-D slice of the d-dimensional latent space: the plane through z_0 spanned by the two
+principal directions of the traversal (PCA of the path), with the path and the projected gradient field
+∇_z u^k drawn over it, one panel per time t. The trajectory plot shows z_t against t.
+
+Figures are plain `matplotlib.figure.Figure` objects drawn on an Agg canvas, never pyplot figures, so nothing
+is registered globally: a figure is freed like any other object once dropped (no `plt.close` bookkeeping) and
+the user's matplotlib backend is left alone. Images are PIL images; frames are (N, C, H, W) tensors in [0, 1].
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
+
+GAP_COLOUR = (200, 200, 200)
+HIGHLIGHT_COLOUR = (255, 140, 0)  # marks z_0 in strips and plots
+
+
+# --------------------------------------------------------------------------------------------- traversals
+def traversal_both_ways(flow, z0: torch.Tensor, k, num_steps: int | None = None,
+                        step_size: float | None = None) -> torch.Tensor:
+    """(2·S + 1, B, d): the negative end, ..., z_0, ..., the positive end (z_0 once, at index S). No autograd graph."""
+    with torch.no_grad():
+        neg = flow.traverse(z0, k, num_steps, step_size, direction=-1)
+        pos = flow.traverse(z0, k, num_steps, step_size, direction=1)
+    return torch.cat([neg.flip(0), pos[1:]])
+
+
+def decode_frames(generator, path: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """(N, B, d) latents -> (N, B, C, H, W) images in [0, 1]; decoded in chunks so big K × S fits in memory."""
+    flat = path.reshape(-1, path.shape[-1])
+    with torch.no_grad():
+        images = torch.cat([generator.decode(flat[i:i + chunk]) for i in range(0, len(flat), chunk)])
+    return images.clamp(0, 1).reshape(*path.shape[:2], *images.shape[1:])
+
+
+# --------------------------------------------------------------------------------------------- images
+def upscale_factor(height: int, width: int, min_size: int) -> int:
+    """Smallest integer zoom that makes the longer side at least `min_size` pixels (1 for big images)."""
+    return max(1, math.ceil(min_size / max(height, width)))
+
+
+def _to_uint8(frames: torch.Tensor, scale: int) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> (N, H·scale, W·scale, 3) uint8, nearest-neighbour zoom (keeps sprite edges crisp)."""
+    if frames.ndim != 4 or frames.shape[1] not in (1, 3):
+        raise ValueError(f"frames must have shape (N, 1 or 3, H, W), got {tuple(frames.shape)}")
+    arr = (frames.detach().float().clamp(0, 1).cpu() * 255).round().to(torch.uint8).numpy()
+    arr = arr.transpose(0, 2, 3, 1)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    return arr.repeat(scale, axis=1).repeat(scale, axis=2)
+
+
+def image_strip(frames: torch.Tensor, min_size: int = 128, gap: int = 4, highlight: int | None = None) -> Image.Image:
+    """One row of N frames, `gap` grey pixels apart; the gaps either side of frame `highlight` are orange.
+
+    Width N·W·s + (N−1)·gap and height H·s, with s = `upscale_factor(H, W, min_size)`.
+    """
+    n, _, h, w = frames.shape
+    tiles = _to_uint8(frames, upscale_factor(h, w, min_size))
+    th, tw = tiles.shape[1:3]
+    canvas = np.empty((th, n * tw + (n - 1) * gap, 3), dtype=np.uint8)
+    canvas[:] = GAP_COLOUR
+    for i, tile in enumerate(tiles):
+        x = i * (tw + gap)
+        canvas[:, x:x + tw] = tile
+    if highlight is not None and gap > 0:
+        x = highlight * (tw + gap)
+        canvas[:, max(x - gap, 0):x] = HIGHLIGHT_COLOUR
+        canvas[:, x + tw:x + tw + gap] = HIGHLIGHT_COLOUR
+    return Image.fromarray(canvas)
+
+
+def _font(size: int = 14) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow built without FreeType: the fixed bitmap font, which takes no size
+        return ImageFont.load_default()
+
+
+def grid(rows: list[Image.Image], labels: list[str] | None = None, gap: int = 4) -> Image.Image:
+    """Stack images vertically (`gap` pixels apart); labels, if given, go in a white margin on the left.
+
+    The height is exactly sum(row heights) + (len(rows) − 1)·gap, so callers can count rows from it.
+    """
+    if not rows:
+        raise ValueError("grid needs at least one row")
+    if labels is not None and len(labels) != len(rows):
+        raise ValueError(f"got {len(labels)} labels for {len(rows)} rows")
+    font = _font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    margin = 0 if labels is None else 12 + max(probe.textlength(text, font=font) for text in labels)
+    margin = int(math.ceil(margin))
+    width = margin + max(r.width for r in rows)
+    height = sum(r.height for r in rows) + (len(rows) - 1) * gap
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    y = 0
+    for i, row in enumerate(rows):
+        canvas.paste(row.convert("RGB"), (margin, y))
+        if labels is not None:
+            draw.text((6, y + row.height / 2), labels[i], fill="black", font=font, anchor="lm")
+        y += row.height + gap
+    return canvas
+
+
+def animated_gif(frames: torch.Tensor, path: str | Path, fps: float = 8.0, pingpong: bool = True,
+                 min_size: int = 128) -> Path:
+    """Write (N, C, H, W) frames as a looping GIF; ping-pong plays 0..N−1 then back down to 1 (2N − 2 frames).
+
+    GIF encoders (Pillow's included) merge consecutive identical frames, adding up their durations, so a flow
+    that stands still gives fewer frames but the same playing time.
+    """
+    n, _, h, w = frames.shape
+    tiles = _to_uint8(frames, upscale_factor(h, w, min_size))
+    order = list(range(n)) + (list(range(n - 2, 0, -1)) if pingpong else [])
+    images = [Image.fromarray(tiles[i]) for i in order]
+    if frames.shape[1] == 1:  # greyscale: 'L' keeps exact grey levels instead of a quantised palette
+        images = [im.convert("L") for im in images]
+    path = Path(path)
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
+                   duration=round(1000 / fps), loop=0, optimize=False)
+    return path
+
+
+def figure_to_image(fig: Figure) -> Image.Image:
+    """Render a Figure on its Agg canvas straight to an RGB PIL image (no PNG round trip), then clear it."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    image = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+    fig.clear()  # drop the artists now rather than whenever the figure is garbage-collected
+    return image
+
+
+# --------------------------------------------------------------------------------------------- the landscape
+def plane_basis(path: torch.Tensor, seed: int = 0, rel_tol: float = 1e-4) -> tuple[torch.Tensor, int]:
+    """(2, d) orthonormal rows spanning the path's two principal directions, and how many came from the path.
+
+    PCA of the centred path points; a direction whose singular value is below rel_tol · the largest (a straight
+    path has one, a path that never moves has none) is replaced by a seeded random direction orthogonal to the
+    others. The first direction points from the path's start towards its end.
+    """
+    path = path.detach().double()
+    d = path.shape[1]
+    if d < 2:
+        raise ValueError(f"a 2-D landscape slice needs latent_dim >= 2, got {d}")
+    _, s, vh = torch.linalg.svd(path - path.mean(0), full_matrices=False)
+    tol = rel_tol * float(s[0]) if len(s) and float(s[0]) > 1e-12 else math.inf
+    dirs = [vh[i] for i in range(min(2, len(s))) if float(s[i]) > tol]
+    from_path = len(dirs)
+    g = torch.Generator().manual_seed(seed)
+    while len(dirs) < 2:
+        v = torch.randn(d, generator=g, dtype=torch.float64)
+        for u in dirs:
+            v = v - (v @ u) * u
+        if float(v.norm()) > 1e-6:
+            dirs.append(v / v.norm())
+    basis = torch.stack(dirs)
+    if float((path[-1] - path[0]) @ basis[0]) < 0:
+        basis[0] = -basis[0]
+    return basis, from_path
+
+
+@dataclass
+class Landscape:
+    """u^k and its gradient on a G × G grid over the plane z = origin + a·basis[0] + b·basis[1].
+
+    u[i, r, c] = u^k(origin + a[c]·basis[0] + b[r]·basis[1], times[i]) (rows index b, as matplotlib's
+    contour(a, b, u) expects); grad[i, r, c] is ∇_z u^k there, projected on the two basis vectors.
+    G is odd and the grid symmetric, so the centre cell (G // 2, G // 2) is exactly the origin z_0.
+    """
+
+    origin: torch.Tensor      # (d,)
+    basis: torch.Tensor       # (2, d)
+    directions_from_path: int
+    a: torch.Tensor           # (G,)
+    b: torch.Tensor           # (G,)
+    times: tuple[float, ...]
+    u: torch.Tensor           # (len(times), G, G)
+    grad: torch.Tensor        # (len(times), G, G, 2)
+    path2d: torch.Tensor      # (N, 2)
+    off_plane: float          # ‖path − its projection‖ / ‖path − origin‖: 0 when the path lies in the plane
+
+
+def landscape_grid(flow, path: torch.Tensor, k: int, times=(0,), origin: torch.Tensor | None = None,
+                   resolution: int = 41, margin: float = 1.3) -> Landscape:
+    """Evaluate u^k on the PCA plane of `path` (N, d) through `origin` (default: the path's middle point, which is
+    z_0 for a `traversal_both_ways` path). All grid points at all times go through `flow.potential` as one batch.
+    """
+    path = path.detach()
+    dtype = path.dtype
+    origin = (path[len(path) // 2] if origin is None else origin).detach().reshape(-1)
+    basis64, from_path = plane_basis(path)
+    basis = basis64.to(dtype)
+    rel = path - origin
+    path2d = rel @ basis.T
+    residual = rel - path2d @ basis
+    off_plane = float(residual.norm() / rel.norm().clamp_min(1e-12))
+    half = float(path2d.abs().max()) * margin
+    half = half if half > 1e-6 else 1.0  # a path that never moves: show a unit neighbourhood
+    resolution += 1 - resolution % 2  # odd, so the centre cell is the origin
+    axis = torch.linspace(-half, half, resolution, dtype=dtype)
+    axis[resolution // 2] = 0.0  # exactly, not up to linspace rounding
+    bb, aa = torch.meshgrid(axis, axis, indexing="ij")  # (G, G), rows follow b
+    points = origin + aa.reshape(-1, 1) * basis[0] + bb.reshape(-1, 1) * basis[1]  # (G², d)
+    times = tuple(float(t) for t in times)
+    z = points.repeat(len(times), 1).requires_grad_(True)
+    t = torch.tensor(times, dtype=dtype).repeat_interleave(len(points))
+    with torch.enable_grad():
+        u = flow.potential(z, t, k)
+        (g,) = torch.autograd.grad(u.sum(), z)  # samples are independent: row i is ∇u at point i
+    shape = (len(times), resolution, resolution)
+    return Landscape(origin=origin, basis=basis, directions_from_path=from_path, a=axis, b=axis, times=times,
+                     u=u.detach().reshape(shape), grad=(g @ basis.T).reshape(*shape, 2), path2d=path2d,
+                     off_plane=off_plane)
+
+
+def landscape_times(num_steps: int) -> tuple[int, ...]:
+    """Three instants worth showing for an S-step traversal: the start, the middle and the last step."""
+    return tuple(sorted({0, (num_steps - 1) // 2, max(num_steps - 1, 0)}))
+
+
+def landscape_figure(flow, path: torch.Tensor, k: int, times=(0,), title: str | None = None,
+                     resolution: int = 41, arrows: int = 13) -> Figure:
+    """Contours of u^k(·, t) on the PCA plane of `path`, one panel per t, with the projected gradient field
+    (arrows: the direction the positive traversal moves) and the path (z_0 starred, ends marked − and +).
+    All panels share one colour scale so the potential can be compared across time."""
+    land = landscape_grid(flow, path, k, times, resolution=resolution)
+    a, b, u, grad = land.a.numpy(), land.b.numpy(), land.u.numpy(), land.grad.numpy()
+    levels = np.linspace(u.min(), u.max() + 1e-9, 21)
+    step = max(1, len(a) // arrows)
+    # Fixed margins, not constrained layout: the layout solver alone cost more than drawing (measured, bench/).
+    fig = Figure(figsize=(3.4 * len(land.times) + 1.0, 3.9), dpi=80)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(land.times), squeeze=False, sharex=True, sharey=True)[0]  # shared: fewer tick labels
+    fig.subplots_adjust(left=0.07, right=0.86, bottom=0.13, top=0.8, wspace=0.08)
+    p = land.path2d.numpy()
+    for ax, ti, ui, gi in zip(axes, land.times, u, grad):
+        filled = ax.contourf(a, b, ui, levels=levels, cmap="viridis")
+        ax.contour(a, b, ui, levels=levels[::4], colors="k", linewidths=0.4, alpha=0.5)
+        ax.quiver(a[::step], b[::step], gi[::step, ::step, 0], gi[::step, ::step, 1],
+                  color="white", alpha=0.8, width=0.006)
+        ax.plot(p[:, 0], p[:, 1], "-o", color="red", markersize=2.5, linewidth=1.2)
+        ax.plot(*p[0], marker="$-$", color="red", markersize=9)
+        ax.plot(*p[-1], marker="$+$", color="red", markersize=9)
+        ax.plot(0, 0, marker="*", color="orange", markersize=12, markeredgecolor="k")
+        ax.set_title(f"$u^{{{k}}}(\\cdot,\\ t={ti:g})$", fontsize=10)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=7)
+        ax.locator_params(nbins=5)
+    axes[0].set_xlabel("principal direction 1", fontsize=8)
+    axes[0].set_ylabel("principal direction 2" if land.directions_from_path == 2 else "random direction",
+                       fontsize=8)
+    bar = fig.colorbar(filled, cax=fig.add_axes((0.88, 0.13, 0.015, 0.67)))
+    bar.ax.tick_params(labelsize=7)
+    bar.set_label("u", fontsize=8)
+    note = f"plane: PCA of the path through z0 ({land.off_plane:.0%} of the path lies off the plane)"
+    if land.directions_from_path < 2:
+        note = f"plane through z0: {land.directions_from_path} direction(s) from the path, the rest random"
+    fig.suptitle(f"{title or f'potential {k}'}\n{note}", fontsize=9)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- trajectories
+def trajectory_figure(paths, labels: list[str] | None = None, highlight: int = 0, origin_index: int | None = None,
+                      max_coords: int = 8) -> Figure:
+    """z_t against t. `paths`: (N, d) or (N, M, d) for M traversals (e.g. all K from one z_0).
+
+    Left: each path's coordinate along its own principal direction (its shape: straight, saturating, turning
+    back), so paths of different k share one axis. Right: the latent coordinates of path `highlight` that move
+    most. t is counted from `origin_index` (default N // 2, the z_0 of a `traversal_both_ways` path).
+    """
+    paths = paths.detach().double()
+    if paths.ndim == 2:
+        paths = paths[:, None]
+    n, m, d = paths.shape
+    origin_index = n // 2 if origin_index is None else origin_index
+    steps = np.arange(n) - origin_index
+    labels = labels or [f"path {i}" for i in range(m)]
+    fig = Figure(figsize=(10, 3.6), dpi=80)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.9, wspace=0.22)
+    for i in range(m):
+        p = paths[:, i]
+        basis, _ = plane_basis(p) if d >= 2 else (torch.ones(1, 1, dtype=p.dtype), 1)
+        y = ((p - p[origin_index]) @ basis[0]).numpy()
+        style = dict(linewidth=2.5, color="red", zorder=3) if i == highlight else dict(linewidth=1, alpha=0.6)
+        left.plot(steps, y, label=labels[i], **style)
+    left.axvline(0, color="grey", linewidth=0.8)
+    left.set_xlabel("step t (negative: the − direction)")
+    left.set_ylabel("along the path's main direction")
+    if m <= 12:
+        left.legend(fontsize=7, ncol=2)
+    p = paths[:, highlight]
+    moved = (p - p[origin_index]).abs().amax(0)
+    for c in moved.argsort(descending=True)[:max_coords].tolist():
+        right.plot(steps, p[:, c].numpy(), label=f"z[{c}]")
+    right.axvline(0, color="grey", linewidth=0.8)
+    right.set_xlabel("step t")
+    right.set_ylabel("latent coordinate")
+    right.set_title(f"{labels[highlight]}: the {min(max_coords, d)} coordinates that move most", fontsize=9)
+    right.legend(fontsize=7, ncol=2)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- the overview
+def overview(flow, generator, z0: torch.Tensor, num_steps: int | None = None, step_size: float | None = None,
+             min_size: int = 64, gap: int = 4) -> Image.Image:
+    """All K traversals of one z_0 (1, d) in one vectorised pass, one labelled row per k (z_0 marked orange).
+
+    The height is K·H·s + (K − 1)·gap, s = `upscale_factor(H, W, min_size)`.
+    """
+    num_potentials = flow.num_potentials
+    zs = z0.reshape(1, -1).expand(num_potentials, -1)
+    path = traversal_both_ways(flow, zs, torch.arange(num_potentials), num_steps, step_size)  # (2S+1, K, d)
+    frames = decode_frames(generator, path)
+    centre = path.shape[0] // 2
+    rows = [image_strip(frames[:, i], min_size=min_size, gap=gap, highlight=centre) for i in range(num_potentials)]
+    return grid(rows, [f"{i}: {flow.label(i)}" for i in range(num_potentials)], gap=gap)
