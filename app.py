@@ -134,7 +134,10 @@ def _load(source: str, revision: str | None) -> Loaded:
         if not gen_source:
             raise gr.Error(f"The config of '{source}' names no generator (config['generator'] is empty).")
         if not _is_local(gen_source):  # a Hub generator gets the same size cap, whoever typed the potentials
-            gen_revision = _check_hub_size(gen_source, gen_revision)
+            try:
+                gen_revision = _check_hub_size(gen_source, gen_revision)
+            except gr.Error as e:
+                raise gr.Error(f"The generator named in the config of '{source}': {e.message}") from None
         generator = load_generator(gen_source, revision=gen_revision)
     except gr.Error:
         raise
@@ -143,8 +146,11 @@ def _load(source: str, revision: str | None) -> Loaded:
     if generator.latent_dim != flow.latent_dim:
         raise gr.Error(f"'{source}' has potentials over {flow.latent_dim} latent dimensions but its generator "
                        f"'{gen_source}' takes {generator.latent_dim}.")
-    shape = tuple(generator.decode(generator.sample_latent(1, seed=0)).shape[1:])
-    where = f"{source}@{revision}" if revision else source
+    with torch.no_grad():
+        shape = tuple(generator.decode(generator.sample_latent(1, seed=0)).shape[1:])
+    where = f"{source}@{revision}" if revision and not local else source
+    if revision and local:
+        where += f" (a folder: revision '{revision}' ignored)"
     info = (f"**{where}**: K = {flow.num_potentials} potentials over a {flow.latent_dim}-dim latent space, trained "
             f"for T = {flow.num_timesteps} steps of size {flow.step_size:g}. Generator: `{gen_source}` "
             f"({type(generator).__name__}, images {'×'.join(map(str, shape))}).")
@@ -264,7 +270,9 @@ def build_demo(default_potentials: str | None = None) -> gr.Blocks:
             step_size = gr.Slider(0.0, MAX_STEP_SIZE, value=min(flow.step_size, MAX_STEP_SIZE), step=0.05,
                                   label="Step size")
         run_btn = gr.Button("Run", variant="primary")
-        strip = gr.Image(type="pil", format="png", label="Traversal: − end ← z0 (orange) → + end", elem_id="strip")
+        # Strip and overview carry their titles above them: a label badge would hide the first frames.
+        gr.Markdown("**Traversal of potential k:** − end ← z<sub>0</sub> (between the orange bars) → + end")
+        strip = gr.Image(type="pil", format="png", show_label=False, elem_id="strip")
         with gr.Row():
             gif = gr.Image(type="filepath", label="Animated GIF (download)", elem_id="gif",
                            buttons=["download", "fullscreen"], scale=1)
@@ -272,7 +280,8 @@ def build_demo(default_potentials: str | None = None) -> gr.Blocks:
                                  elem_id="landscape", scale=3)
         trajectory = gr.Image(type="pil", format="png", label="Trajectories z_t against t (all k; selected in red)",
                               elem_id="trajectory")
-        overview_img = gr.Image(type="pil", format="png", label="All potentials for this seed", elem_id="overview")
+        gr.Markdown("**All K potentials from the same z<sub>0</sub>**, one row each")
+        overview_img = gr.Image(type="pil", format="png", show_label=False, elem_id="overview")
 
         seed_btn.click(lambda: random.randint(0, MAX_SEED), None, seed, queue=False, api_visibility="private")
         # /load answers with the info text only; the k menu is refreshed by a private follow-up step.

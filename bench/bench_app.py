@@ -2,7 +2,7 @@
 overview of all K < 2 s). Prints numbers; asserts nothing.
 
     python bench/bench_app.py                                   # the embedded default potentials
-    python bench/bench_app.py --potentials /path/or/user/repo --repeats 7 --threads 1
+    python bench/bench_app.py --potentials /path/or/user/repo --repeats 7 --threads 2
 
 "traversal + landscape" is the Space's /traverse request minus HTTP: both directions (10 steps each) of the
 chosen k, decoding, the strip, the GIF, the landscape plot and the trajectory plot (all K paths). "overview" is
@@ -48,10 +48,10 @@ def main() -> None:
     parser.add_argument("--step-size", type=float, default=None, help="default: the potentials' own")
     parser.add_argument("--k", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("PDETRAVERSAL_TORCH_THREADS", "1")),
+                        help="torch intra-op threads; default 1, as app.py sets when launched")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
 
     flow, gen = load_flow_and_generator(args.potentials, revision=args.revision)
     num_potentials, steps, k = flow.num_potentials, args.steps, args.k

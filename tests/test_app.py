@@ -131,6 +131,18 @@ def test_a_folder_that_is_not_a_checkpoint_gives_a_clear_error(client, tmp_path)
     assert "Could not load potentials" in str(err.value) and "model.safetensors not found" in str(err.value)
 
 
+def test_a_config_naming_a_bad_generator_gives_a_clear_error(client, fixtures, tmp_path):
+    PotentialFlow(latent_dim=4, num_potentials=2, generator="/gone/generator").save_pretrained(tmp_path / "gone")
+    with pytest.raises(Exception) as err:
+        client.predict(str(tmp_path / "gone"), "", api_name="/load")
+    assert "The generator named in the config of" in str(err.value) and "'/gone/generator'" in str(err.value)
+    generator = str(Path(fixtures["main"]).parent / "generator")  # latent_dim 4
+    PotentialFlow(latent_dim=5, num_potentials=2, generator=generator).save_pretrained(tmp_path / "misfit")
+    with pytest.raises(Exception) as err:
+        client.predict(str(tmp_path / "misfit"), "", api_name="/load")
+    assert "potentials over 5 latent dimensions" in str(err.value) and "takes 4" in str(err.value)
+
+
 def test_model_cache_is_a_small_lru(fixtures, tmp_path):
     cache = app.ModelCache(size=2)
     first = cache.get(fixtures["main"])
