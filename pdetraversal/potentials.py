@@ -3,7 +3,8 @@
 Each potential is the paper's small MLP: z -> Linear -> Tanh; t -> sinusoidal -> Linear -> GELU -> Linear; the two
 streams are added, then Linear -> Tanh -> Linear -> scalar (optionally a final Tanh, which bounds u).
 The K networks are stored as stacked weights (K, in, out), so a batch with a different k per sample runs in one
-vectorised call: the Space renders all K traversals at once and training mixes all k in one batch.
+vectorised call (each row goes through all K layers, then keeps its own): the Space renders all K traversals at
+once and training mixes all k in one batch. A single int k uses only its own weights.
 Each k also owns a learnable wave speed c^k (initialised to 1) used by the wave equation in `pde.py`.
 """
 from __future__ import annotations
@@ -38,7 +39,10 @@ class StackedLinear(nn.Module):
     def forward(self, x: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
         if isinstance(k, int):
             return x @ self.weight[k] + self.bias[k]
-        return torch.bmm(x[:, None, :], self.weight[k]).squeeze(1) + self.bias[k]
+        # Every row through all K layers, then each row keeps its own. Gathering a (B, in, out) weight copy per row
+        # instead costs B·in·out memory, and the Laplacian's Hessian-vector products multiply that again.
+        out = torch.einsum("bi,kio->bko", x, self.weight) + self.bias
+        return out.gather(1, k[:, None, None].expand(-1, 1, out.shape[-1])).squeeze(1)
 
 
 class PotentialFlow(
