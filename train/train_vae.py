@@ -1,0 +1,209 @@
+"""Train the dSprites VAE, the frozen generator of the paper's dSprites setting (Sec. 4), on procedural dSprites.
+
+Every step draws a fresh batch from `pdetraversal.dsprites` (infinite data, no dataset download) and minimises the
+negative ELBO with Adam:
+
+    loss = E_q[-log p(x|z)] + beta * KL(q(z|x) || N(0, I)),
+
+with a Bernoulli likelihood (binary cross-entropy with logits, summed over the 64x64 pixels) and the closed-form
+Gaussian KL summed over latent dimensions, both averaged over the batch. beta = 1 is the plain VAE; beta > 1 a
+beta-VAE. At the end the model is saved with `save_pretrained` (config.json + model.safetensors) next to a model
+card README.md that records the command, the steps, the final loss terms and the time taken.
+
+The shipped `hub_models/dsprites-vae` was trained from the repo root with
+
+    python train/train_vae.py --max-steps 4000 --batch-size 64 --lr 1e-3 --latent-dim 10 --beta 2 --seed 0 --num-threads 1
+
+and loads with `hub_models.load_generator("hub_models/dsprites-vae")`. A quick smoke run:
+
+    python train/train_vae.py --max-steps 20 --output-dir /tmp/vae-smoke
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from hub_models.dsprites_vae import DSpritesVAE  # noqa: E402
+from pdetraversal import dsprites  # noqa: E402
+
+
+def elbo_terms(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reconstruction, kl), each averaged over the batch: -log p(x|z) summed over pixels, KL(q || N(0, I))."""
+    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum() / x.shape[0]
+    return recon, kl
+
+
+@torch.no_grad()
+def evaluate(model: DSpritesVAE, num: int = 1000, seed: int = 12345) -> dict:
+    """Held-out reconstruction quality (z = mu): mean BCE per image, KL per image, pixel accuracy at 0.5."""
+    was_training = model.training
+    model.eval()
+    x, _ = dsprites.sample(num, seed=seed)
+    logits, mu, logvar = model(x, sample=False)
+    recon, kl = elbo_terms(x, logits, mu, logvar)
+    acc = ((logits > 0).float() == x).float().mean()
+    fg = x > 0.5
+    iou = ((logits > 0) & fg).sum() / ((logits > 0) | fg).sum()
+    model.train(was_training)
+    return {"recon": recon.item(), "kl": kl.item(), "pixel_accuracy": acc.item(), "foreground_iou": iou.item()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train_vae.py",
+        description="Train the dSprites conv VAE on freshly sampled procedural dSprites and save it in Hub layout.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--max-steps", type=int, default=5000, help="number of Adam steps")
+    p.add_argument("--batch-size", type=int, default=64, help="images per step (each batch freshly generated)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--latent-dim", type=int, default=10, help="dimension of z")
+    p.add_argument("--width", type=int, default=32, help="channels of the first conv layer (later layers: 2x)")
+    p.add_argument("--hidden-dim", type=int, default=256, help="width of the fully connected layer")
+    p.add_argument("--beta", type=float, default=2.0, help="weight of the KL term (1 = plain VAE, >1 = beta-VAE)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and of the data stream")
+    p.add_argument("--output-dir", default="hub_models/dsprites-vae",
+                   help="folder to write config.json, model.safetensors and README.md to")
+    p.add_argument("--num-threads", type=int, default=0,
+                   help="CPU threads for torch (0 = torch's default; 1 is fastest on a CPU shared with other jobs)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a tqdm progress bar")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("max_steps", "batch_size", "latent_dim", "width", "hidden_dim"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.num_threads < 0:
+        parser.error(f"--num-threads must be >= 0, got {args.num_threads}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        parser.error(f"--lr must be a positive number, got {args.lr}")
+    if not (args.beta >= 0 and math.isfinite(args.beta)):
+        parser.error(f"--beta must be a non-negative number, got {args.beta}")
+    return args
+
+
+def write_card(out: Path, command: str, args: argparse.Namespace, final: dict, held_out: dict, seconds: float,
+               num_params: int) -> None:
+    card = f"""---
+library_name: pdetraversal
+license: apache-2.0
+tags:
+- pdetraversal
+- pdetraversal-generator
+- vae
+- dsprites
+datasets: []
+---
+
+# dSprites conv VAE (pdetraversal generator)
+
+A convolutional VAE (`hub_models.dsprites_vae.DSpritesVAE`, {num_params:,} parameters, latent dimension
+{args.latent_dim}) for 64x64 binary dSprites images. It is the frozen generator of the dSprites setting of
+"Latent Traversals in Generative Models as Potential Flows" (Song et al., ICML 2023, Sec. 4); `decode(z)` maps
+z ~ N(0, I) to pixel probabilities in [0, 1].
+
+Data: no dataset file. Every step drew a fresh batch of procedural dSprites from `pdetraversal.dsprites`
+(3 shapes x 6 scales x 40 orientations x 32 x 32 positions, drawn by this project's own code, so the
+`datasets` field is empty on purpose).
+
+## Training
+
+Command (from the repository root):
+
+```
+{command}
+```
+
+- steps: {args.max_steps}, batch size {args.batch_size}, Adam lr {args.lr}, beta {args.beta}, seed {args.seed}
+- time: {seconds:.0f} s on CPU ({args.max_steps / seconds:.1f} steps/s)
+- final training loss terms (mean of the last {final['window']} steps, per image): loss {final['loss']:.2f},
+  reconstruction (BCE summed over pixels) {final['recon']:.2f}, KL {final['kl']:.2f} nats
+
+## Held-out reconstruction (1000 fresh images, seed 12345, z = mu)
+
+| metric | value |
+|---|---|
+| BCE per image (nats, summed over 4096 pixels) | {held_out['recon']:.2f} |
+| BCE per pixel | {held_out['recon'] / 4096:.4f} |
+| KL per image (nats) | {held_out['kl']:.2f} |
+| pixel accuracy (threshold 0.5) | {held_out['pixel_accuracy']:.4f} |
+| foreground IoU (threshold 0.5) | {held_out['foreground_iou']:.3f} |
+
+## Limitations
+
+Shape is the factor a dSprites VAE learns last. After a short CPU run, position, scale and the orientation of
+elongated sprites are reconstructed well, but squares and hearts tend to decode as rounded blobs, and single
+latent coordinates mix position with scale (no disentanglement objective beyond beta). The potentials trained on
+this generator can only find the factors it encodes.
+
+## Use
+
+```python
+from hub_models import load_generator
+gen = load_generator("hub_models/dsprites-vae")
+images = gen.decode(gen.sample_latent(8, seed=0))   # (8, 1, 64, 64) in [0, 1]
+```
+"""
+    (out / "README.md").write_text(card, encoding="utf-8")
+
+
+def main(argv=None) -> DSpritesVAE:
+    args = parse_args(argv)
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    command = "python train/train_vae.py " + " ".join(shlex.quote(a) for a in argv_list)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    torch.manual_seed(args.seed)
+    model = DSpritesVAE(latent_dim=args.latent_dim, width=args.width, hidden_dim=args.hidden_dim)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    window = min(100, args.max_steps)
+    recent: list[tuple[float, float, float]] = []
+    start = time.perf_counter()
+    bar = tqdm(range(args.max_steps), desc="train VAE", disable=not args.progress, dynamic_ncols=True)
+    for step in bar:
+        # Data seed per step: a reproducible, never repeating stream of batches.
+        x, _ = dsprites.sample(args.batch_size, seed=(args.seed, step))
+        logits, mu, logvar = model(x)
+        recon, kl = elbo_terms(x, logits, mu, logvar)
+        loss = recon + args.beta * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        recent = (recent + [(loss.item(), recon.item(), kl.item())])[-window:]
+        if step % 10 == 0 or step == args.max_steps - 1:
+            bar.set_postfix(loss=f"{loss.item():.1f}", recon=f"{recon.item():.1f}", kl=f"{kl.item():.2f}")
+    seconds = time.perf_counter() - start
+    if not all(math.isfinite(v) for row in recent for v in row):
+        raise RuntimeError("training diverged (non-finite loss); try a smaller --lr")
+    final = {"window": len(recent), **{k: sum(r[i] for r in recent) / len(recent) for i, k in enumerate(("loss", "recon", "kl"))}}
+    model.eval()
+    held_out = evaluate(model)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)  # writes a generic README.md only when none exists; ours replaces it below
+    write_card(out, command, args, final, held_out, seconds, sum(p.numel() for p in model.parameters()))
+    print(f"saved {out} after {args.max_steps} steps in {seconds:.0f} s: loss {final['loss']:.2f} "
+          f"(recon {final['recon']:.2f}, KL {final['kl']:.2f}); held-out BCE/image {held_out['recon']:.2f}, "
+          f"pixel accuracy {held_out['pixel_accuracy']:.4f}, foreground IoU {held_out['foreground_iou']:.3f}")
+    return model
+
+
+if __name__ == "__main__":
+    main()
