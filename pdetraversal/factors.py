@@ -26,7 +26,8 @@ the play operator: jitter within the band counts 0, a monotone change D counts D
 A potential's dominant factor is the one with the largest change, its share that change over the sum of all five;
 a potential whose total change is under `MIN_TOTAL_CHANGE` (0.1) is reported as inactive.
 
-Public: `FactorRegressor`, `train_factor_regressor`, `evaluate_regressor`, `factor_report`, `format_report`.
+Public: `FactorRegressor`, `train_factor_regressor`, `evaluate_regressor`, `factor_report`, `format_report`,
+`report_labels`.
 """
 from __future__ import annotations
 
@@ -325,6 +326,20 @@ def _format_tolerance(tol: dict | None) -> str:
     return ", ".join(f"{f} {tol[f]:.3g}" for f in FACTOR_NAMES if f in tol)
 
 
+def report_labels(report: dict) -> list[str]:
+    """A short name per potential: its dominant factor and share, or its two largest factors when it moves several."""
+    labels = []
+    for r in report["potentials"]:
+        top = sorted(FACTOR_NAMES, key=lambda f: r["change"][f], reverse=True)
+        if not r.get("active", True):
+            labels.append("still")
+        elif r["share"] >= report["summary"]["share_threshold"]:
+            labels.append(f"{top[0]} ({r['share']:.0%})")
+        else:
+            labels.append(f"{top[0]} + {top[1]}")
+    return labels
+
+
 def format_report(report: dict) -> str:
     """A markdown table of `factor_report` output for model cards."""
     s = report["settings"]
@@ -352,5 +367,5 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["FactorRegressor", "train_factor_regressor", "evaluate_regressor", "factor_report", "format_report",
+__all__ = ["FactorRegressor", "train_factor_regressor", "evaluate_regressor", "factor_report", "format_report", "report_labels",
            "trajectory_change", "play_total_variation", "soften", "SHARE_THRESHOLD", "MIN_TOTAL_CHANGE", "TOLERANCE"]

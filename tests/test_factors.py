@@ -146,3 +146,19 @@ def test_train_script_tiny_run(tmp_path):
     with pytest.raises(SystemExit):
         train_factor_regressor.parse_args(["--lr", "0"])
     assert train_factor_regressor.parse_args(["--no-augment"]).augment is False
+
+
+def test_report_labels():
+    from pdetraversal.factors import report_labels
+
+    def entry(k, change, active=True):
+        total = sum(change.values())
+        return {"k": k, "change": change, "active": active, "share": max(change.values()) / total}
+
+    zero = dict.fromkeys(("shape", "scale", "orientation", "x", "y"), 0.0)
+    report = {"summary": {"share_threshold": 0.6}, "potentials": [
+        entry(0, {**zero, "x": 0.9, "y": 0.1}),
+        entry(1, {**zero, "scale": 0.5, "y": 0.4, "x": 0.1}),
+        entry(2, {**zero, "x": 0.01, "y": 0.01}, active=False),
+    ]}
+    assert report_labels(report) == ["x (90%)", "scale + y", "still"]

@@ -266,11 +266,11 @@ def main(argv=None) -> int:
 
     report = None
     if args.factor_regressor:
-        from pdetraversal.factors import FactorRegressor, factor_report
+        from pdetraversal.factors import FactorRegressor, factor_report, report_labels
 
         report = factor_report(flow, generator, FactorRegressor.from_pretrained(resolve_source(args.factor_regressor)))
         if args.labels is None:
-            flow.set_labels([f"{p['dominant']} ({p['share']:.0%})" if p["dominant"] else "mixed" for p in report["potentials"]])
+            flow.set_labels(report_labels(report))
 
     flow.cpu().save_pretrained(out)
     if final:
