@@ -47,9 +47,15 @@ def latent_matching_loss(z_t: torch.Tensor, z_hat_t: torch.Tensor, z_next: torch
     return (z_t - z_hat_t).pow(2).sum(-1) + (z_next - z_t - velocity_hat).pow(2).sum(-1)
 
 
-def negative_elbo(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-                  beta: float = 1.0) -> torch.Tensor:
-    """−ELBO per sample for Bernoulli pixels: −log p(x|z) + β·KL(q(z|x) ‖ N(0, I)) -> (B,)."""
+def elbo_terms(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor):
+    """Per sample: (−log p(x|z) for Bernoulli pixels summed over pixels, KL(q(z|x) ‖ N(0, I))), each (B,)."""
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+    return recon, kl
+
+
+def negative_elbo(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                  beta: float = 1.0) -> torch.Tensor:
+    """−ELBO per sample: −log p(x|z) + β·KL(q(z|x) ‖ N(0, I)) -> (B,)."""
+    recon, kl = elbo_terms(x, logits, mu, logvar)
     return recon + beta * kl

@@ -32,18 +32,16 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from hub_models.dsprites_vae import DSpritesVAE  # noqa: E402
-from pdetraversal import dsprites  # noqa: E402
+from pdetraversal import dsprites, losses  # noqa: E402
 
 
 def elbo_terms(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(reconstruction, kl), each averaged over the batch: -log p(x|z) summed over pixels, KL(q || N(0, I))."""
-    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum() / x.shape[0]
-    return recon, kl
+    """(reconstruction, kl), each averaged over the batch (the per-sample terms of `losses.elbo_terms`)."""
+    recon, kl = losses.elbo_terms(x, logits, mu, logvar)
+    return recon.mean(), kl.mean()
 
 
 @torch.no_grad()
