@@ -154,15 +154,20 @@ class PotentialFlow(
         num_steps: int | None = None,
         step_size: float | None = None,
         direction: int = 1,
+        differentiable: bool = False,
     ) -> torch.Tensor:
-        """Follow z_{t+1} = z_t + direction · step_size · ∇_z u^k(z_t, t) from z0; returns (num_steps + 1, B, d)."""
+        """Follow z_{t+1} = z_t + direction · step_size · ∇_z u^k(z_t, t) from z0; returns (num_steps + 1, B, d).
+
+        The path is detached unless `differentiable` (then it keeps the graph through every step, for losses on
+        whole traversals)."""
         if direction not in (1, -1):
             raise ValueError(f"direction must be +1 or -1, got {direction}")
         num_steps = self.num_timesteps if num_steps is None else num_steps
         if num_steps < 0:
             raise ValueError(f"num_steps must be >= 0, got {num_steps}")
         step = (self.step_size if step_size is None else step_size) * direction
-        path = [z0]
-        for i in range(num_steps):
-            path.append(path[-1] + step * self.velocity(path[-1], float(i), k))
-        return torch.stack(path)
+        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+            path = [z0]
+            for i in range(num_steps):
+                path.append(path[-1] + step * self.velocity(path[-1], float(i), k))
+            return torch.stack(path)

@@ -118,3 +118,12 @@ def test_mismatched_checkpoints_name_the_bad_keys(tmp_path):
         PotentialFlow.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="strictly"):
         PotentialFlow.from_pretrained(tmp_path, strict=False)
+
+
+def test_traverse_is_detached_unless_asked():
+    flow = make_flow()
+    z0 = torch.randn(2, 6)
+    assert not flow.traverse(z0, k=1).requires_grad
+    path = flow.traverse(z0, k=1, num_steps=3, differentiable=True)
+    path[-1].sum().backward()  # gradients reach the weights through all three steps
+    assert flow.z_in.weight.grad[1].abs().sum() > 0
