@@ -1,6 +1,6 @@
 """Gradio Space: latent traversals as potential flows (Song et al., ICML 2023). UI wiring only.
 
-The pictures come from `pdetraversal.plots`; loading from `PotentialFlow.from_pretrained` and `load_generator`.
+The pictures come from `pdetraversal.plots`; loading (with a download cap for Hub repos) from `hub_models.load_flow_and_generator`.
 
     python app.py                      # http://0.0.0.0:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
     PDETRAVERSAL_POTENTIALS=user/repo python app.py   # another default: a Hub repo id or a folder
@@ -30,7 +30,7 @@ from pathlib import Path
 import gradio as gr
 import torch
 
-from hub_models import load_generator, resolve_source
+from hub_models import load_flow_and_generator, resolve_source
 from pdetraversal import PotentialFlow, plots
 from pdetraversal.hub import CheckpointError
 
@@ -38,7 +38,6 @@ REPO_ROOT = Path(__file__).resolve().parent
 SHIPPED_POTENTIALS = "hub_models/dsprites-vae-potentials"
 DEFAULT_POTENTIALS = os.environ.get("PDETRAVERSAL_POTENTIALS", SHIPPED_POTENTIALS)
 MAX_HUB_DOWNLOAD_MB = 200  # refuse user-typed Hub repos whose weights + config exceed this (the Space's disk/RAM)
-DOWNLOADED_FILES = ("config.json", "model.safetensors")  # all that from_pretrained fetches from a repo
 MAX_STEPS, MAX_STEP_SIZE, MAX_SEED = 50, 5.0, 2**31 - 1
 CACHE_SIZE = 4  # (potentials, generator) pairs kept in memory
 GIF_DIR = Path(tempfile.mkdtemp(prefix="pdetraversal-gifs-"))
@@ -63,42 +62,6 @@ class Loaded:
     flow: PotentialFlow
     generator: torch.nn.Module
     info: str
-
-
-def _is_local(source: str) -> bool:
-    return os.path.isdir(resolve_source(source))
-
-
-def _check_hub_size(repo_id: str, revision: str | None) -> str:
-    """Refuse a Hub repo whose files to download exceed MAX_HUB_DOWNLOAD_MB; return the commit sha it has now,
-    so the download fetches exactly what was measured."""
-    import httpx
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except ValueError:
-        raise gr.Error(f"'{repo_id}' is neither an existing folder nor a valid Hub repo id (user/name).") from None
-    try:
-        info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
-    except RepositoryNotFoundError:
-        raise gr.Error(f"Hub repo '{repo_id}' not found (and there is no such folder).") from None
-    except RevisionNotFoundError:
-        raise gr.Error(f"Revision '{revision}' not found in Hub repo '{repo_id}'.") from None
-    except (HfHubHTTPError, httpx.HTTPError, OSError) as e:
-        raise gr.Error(f"Could not ask the Hub about '{repo_id}': {e}") from None
-    sizes = {s.rfilename: s.size for s in info.siblings or []}
-    if any(sizes.get(name) is None for name in DOWNLOADED_FILES if name in sizes):
-        total = info.used_storage  # file sizes not reported: the repo's whole storage is an upper bound
-    else:
-        total = sum(sizes.get(name) or 0 for name in DOWNLOADED_FILES)
-    if total is None:
-        raise gr.Error(f"The Hub did not report file sizes for '{repo_id}'; refusing to download it.")
-    if total > MAX_HUB_DOWNLOAD_MB * 1e6:
-        raise gr.Error(f"'{repo_id}' needs {total / 1e6:.0f} MB; this Space loads at most {MAX_HUB_DOWNLOAD_MB} MB.")
-    return info.sha or revision
 
 
 class ModelCache:
@@ -127,32 +90,17 @@ class ModelCache:
 
 def _load(source: str, revision: str | None) -> Loaded:
     try:
-        local = _is_local(source)
-        pinned = None if local else _check_hub_size(source, revision)
-        flow = PotentialFlow.from_pretrained(resolve_source(source) if local else source, revision=pinned)
-        gen_source, gen_revision = flow.config.get("generator"), flow.config.get("generator_revision")
-        if not gen_source:
-            raise gr.Error(f"The config of '{source}' names no generator (config['generator'] is empty).")
-        if not _is_local(gen_source):  # a Hub generator gets the same size cap, whoever typed the potentials
-            try:
-                gen_revision = _check_hub_size(gen_source, gen_revision)
-            except gr.Error as e:
-                raise gr.Error(f"The generator named in the config of '{source}': {e.message}") from None
-        generator = load_generator(gen_source, revision=gen_revision)
-    except gr.Error:
-        raise
-    except (CheckpointError, ValueError, IndexError, OSError) as e:
+        flow, generator = load_flow_and_generator(source, revision, max_download_bytes=MAX_HUB_DOWNLOAD_MB * 1e6)
+    except (CheckpointError, ValueError, OSError) as e:
         raise gr.Error(f"Could not load potentials from '{source}': {e}") from None
-    if generator.latent_dim != flow.latent_dim:
-        raise gr.Error(f"'{source}' has potentials over {flow.latent_dim} latent dimensions but its generator "
-                       f"'{gen_source}' takes {generator.latent_dim}.")
     with torch.no_grad():
         shape = tuple(generator.decode(generator.sample_latent(1, seed=0)).shape[1:])
+    local = os.path.isdir(resolve_source(source))
     where = f"{source}@{revision}" if revision and not local else source
     if revision and local:
         where += f" (a folder: revision '{revision}' ignored)"
     info = (f"**{where}**: K = {flow.num_potentials} potentials over a {flow.latent_dim}-dim latent space, trained "
-            f"for T = {flow.num_timesteps} steps of size {flow.step_size:g}. Generator: `{gen_source}` "
+            f"for T = {flow.num_timesteps} steps of size {flow.step_size:g}. Generator: `{flow.config['generator']}` "
             f"({type(generator).__name__}, images {'×'.join(map(str, shape))}).")
     return Loaded(flow, generator, info)
 

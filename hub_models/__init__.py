@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pdetraversal.hub import CheckpointError, read_config
+from pdetraversal.hub import CheckpointError, check_download_size, read_config
 
 from .base import REGISTRY, Generator
 from .mlp import MLPGenerator
@@ -37,20 +37,33 @@ def load_generator(repo_id_or_path: str | os.PathLike, revision: str | None = No
     return gen.eval().requires_grad_(False)
 
 
-def load_flow_and_generator(potentials: str | os.PathLike, revision: str | None = None, **download_kwargs):
+def load_flow_and_generator(potentials: str | os.PathLike, revision: str | None = None,
+                            max_download_bytes: float | None = None, **download_kwargs):
     """Potentials from a Hub repo (at `revision`) or a folder, and the generator their config names, pinned to the
-    revision recorded there. Raises CheckpointError if the two do not fit together."""
+    revision recorded there. Raises CheckpointError if either cannot be loaded or the two do not fit together.
+
+    With `max_download_bytes`, each Hub repo is first checked to need at most that much (see check_download_size).
+    """
     from pdetraversal import PotentialFlow
 
-    flow = PotentialFlow.from_pretrained(resolve_source(potentials), revision=revision, **download_kwargs)
-    if not flow.config.get("generator"):
-        raise CheckpointError(f"{potentials}: config.json names no generator")
-    generator = load_generator(flow.config["generator"], revision=flow.config.get("generator_revision"), **download_kwargs)
+    def pinned(source: str, rev: str | None) -> str | None:
+        if max_download_bytes is None or os.path.isdir(source):
+            return rev
+        return check_download_size(source, rev, max_download_bytes)
+
+    source = resolve_source(potentials)
+    flow = PotentialFlow.from_pretrained(source, revision=pinned(source, revision), **download_kwargs)
+    gen_name = flow.config.get("generator")
+    if not gen_name:
+        raise CheckpointError(f"the config of '{potentials}' names no generator")
+    try:
+        gen_source = resolve_source(gen_name)
+        generator = load_generator(gen_source, pinned(gen_source, flow.config.get("generator_revision")), **download_kwargs)
+    except CheckpointError as e:
+        raise CheckpointError(f"the generator named in the config of '{potentials}': {e}") from e
     if generator.latent_dim != flow.latent_dim:
-        raise CheckpointError(
-            f"{potentials} has latent_dim={flow.latent_dim} but its generator {flow.config['generator']} "
-            f"has latent_dim={generator.latent_dim}"
-        )
+        raise CheckpointError(f"'{potentials}' has potentials over {flow.latent_dim} latent dimensions but its "
+                              f"generator '{gen_name}' takes {generator.latent_dim}")
     return flow.eval(), generator
 
 

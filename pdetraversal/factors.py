@@ -348,13 +348,14 @@ def format_report(report: dict) -> str:
         f"{s['num_steps']} steps each way; total variation of the regressor's predictions beyond a dead band of "
         f"{_format_tolerance(s.get('tolerance'))}; 1 = one sweep across the factor's full range):",
         "",
-        "| k | " + " | ".join(FACTOR_NAMES) + " | dominant | share |",
-        "|---|" + "---|" * len(FACTOR_NAMES) + "---|---|",
+        "| k | " + " | ".join(FACTOR_NAMES) + " | dominant | share | next largest |",
+        "|---|" + "---|" * len(FACTOR_NAMES) + "---|---|---|",
     ]
     for r in report["potentials"]:
         cells = [f"**{r['change'][f]:.3f}**" if f == r["dominant"] else f"{r['change'][f]:.3f}" for f in FACTOR_NAMES]
         dominant = (r["dominant"] or "-") if r.get("active", True) else "- (inactive)"
-        lines.append(f"| {r['k']} | " + " | ".join(cells) + f" | {dominant} | {r['share']:.2f} |")
+        runner_up = sorted(FACTOR_NAMES, key=lambda f: r["change"][f], reverse=True)[1]
+        lines.append(f"| {r['k']} | " + " | ".join(cells) + f" | {dominant} | {r['share']:.2f} | {runner_up} |")
     m = report["summary"]
     lines += [
         "",

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import safetensors.torch
 import torch
-from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub import HfApi, PyTorchModelHubMixin, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
+    HfHubHTTPError,
     HFValidationError,
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
@@ -50,6 +51,33 @@ def resolve_file(repo_id_or_path: str | os.PathLike, filename: str, revision: st
         raise CheckpointError(f"{filename} not found in Hub repo {where}") from e
     except LocalEntryNotFoundError as e:
         raise CheckpointError(f"{filename} of {where} is not in the local cache and the Hub cannot be reached") from e
+
+
+def check_download_size(repo_id: str, revision: str | None, max_bytes: float,
+                        filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME)) -> str:
+    """The commit sha of repo_id@revision, after checking that `filenames` there add up to at most `max_bytes`.
+
+    For servers that load repos named by strangers (the Space): pass the sha on as the revision, so what is
+    downloaded is what was measured.
+    """
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
+    except HFValidationError as e:
+        raise CheckpointError(f"'{repo_id}' is neither an existing folder nor a valid Hub repo id") from e
+    except RepositoryNotFoundError as e:
+        raise CheckpointError(f"Hub repo '{repo_id}' not found (and no such local folder)") from e
+    except RevisionNotFoundError as e:
+        raise CheckpointError(f"revision '{revision}' not found in Hub repo '{repo_id}'") from e
+    except (HfHubHTTPError, OSError) as e:
+        raise CheckpointError(f"could not ask the Hub about {where}: {e}") from e
+    sizes = [s.size for s in info.siblings or [] if s.rfilename in filenames]
+    if any(size is None for size in sizes):
+        raise CheckpointError(f"the Hub did not report file sizes for {where}; refusing to download it")
+    total = sum(sizes)
+    if total > max_bytes:
+        raise CheckpointError(f"{where} needs {total / 1e6:.2f} MB, over the download limit of {max_bytes / 1e6:g} MB")
+    return info.sha
 
 
 def read_config(repo_id_or_path: str | os.PathLike, revision: str | None = None, **download_kwargs) -> dict:

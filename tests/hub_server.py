@@ -351,7 +351,8 @@ class _Handler(BaseHTTPRequestHandler):
         repo = hub._repo(rtype, repo_id)
         action = (method, rest[0] if rest else "")
         if action == ("GET", "") or (action == ("GET", "revision") and len(rest) == 2):
-            return self._json(self._info(rtype, repo_id, repo, rest[1] if rest else "main"))
+            return self._json(self._info(rtype, repo_id, repo, rest[1] if rest else "main",
+                                         blobs=query.get("blobs") in ("true", "True", "1")))
         if action == ("GET", "refs"):
             def refs(kind, prefix):
                 return [{"name": n, "ref": prefix + n, "targetCommit": s} for n, s in sorted(repo[kind].items())]
@@ -409,13 +410,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json({"error": "You already created this repo", "url": url}, 409)
         return self._json({"url": url, "name": repo_id, "id": repo_id})
 
-    def _info(self, rtype: str, repo_id: str, repo: dict, rev: str) -> dict:
+    def _info(self, rtype: str, repo_id: str, repo: dict, rev: str, blobs: bool = False) -> dict:
         sha = self.hub._resolve(repo, rev)
         commit = repo["commits"][sha]
+        siblings = [{"rfilename": p} for p in sorted(commit["tree"])]
+        if blobs:  # files_metadata=True: each file's size and blob id, as the Hub answers ?blobs=true
+            for sib in siblings:
+                blob = commit["tree"][sib["rfilename"]]
+                sib.update(size=self.hub._blob_size(blob), blobId=blob)
         info = {"_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24], "id": repo_id,
                 "author": repo_id.split("/")[0], "sha": sha, "private": repo["private"], "disabled": False,
                 "gated": False, "downloads": 0, "likes": 0, "tags": [], "createdAt": repo["created"],
-                "lastModified": commit["date"], "siblings": [{"rfilename": p} for p in sorted(commit["tree"])],
+                "lastModified": commit["date"], "siblings": siblings,
                 "usedStorage": sum(self.hub._blob_size(b) for b in commit["tree"].values())}
         if rtype == "models":
             info["modelId"] = repo_id

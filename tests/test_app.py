@@ -135,7 +135,7 @@ def test_a_config_naming_a_bad_generator_gives_a_clear_error(client, fixtures, t
     PotentialFlow(latent_dim=4, num_potentials=2, generator="/gone/generator").save_pretrained(tmp_path / "gone")
     with pytest.raises(Exception) as err:
         client.predict(str(tmp_path / "gone"), "", api_name="/load")
-    assert "The generator named in the config of" in str(err.value) and "'/gone/generator'" in str(err.value)
+    assert "the generator named in the config of" in str(err.value) and "'/gone/generator'" in str(err.value)
     generator = str(Path(fixtures["main"]).parent / "generator")  # latent_dim 4
     PotentialFlow(latent_dim=5, num_potentials=2, generator=generator).save_pretrained(tmp_path / "misfit")
     with pytest.raises(Exception) as err:
@@ -161,7 +161,7 @@ def test_hub_repo_size_cap(hub, fixtures, monkeypatch):
     loaded = app.ModelCache().get("tester/app-potentials")
     assert loaded.flow.num_potentials == 3
     monkeypatch.setattr(app, "MAX_HUB_DOWNLOAD_MB", 1e-4)  # 100 bytes
-    with pytest.raises(app.gr.Error, match="this Space loads at most"):
+    with pytest.raises(app.gr.Error, match="over the download limit of 0.0001 MB"):
         app.ModelCache().get("tester/app-potentials")
     with pytest.raises(app.gr.Error, match="not found"):
         app.ModelCache().get("tester/no-such-repo")

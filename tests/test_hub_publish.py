@@ -138,7 +138,7 @@ def test_clear_errors(hub, pushed_generator, tmp_path):
     wrong_dim = tmp_path / "wrong"
     PotentialFlow(6, 3, generator=pushed_generator).save_pretrained(wrong_dim)
     mismatched = publish("mismatch", {f: (wrong_dim / f).read_bytes() for f in ("config.json", "model.safetensors")})
-    with pytest.raises(CheckpointError, match=f"latent_dim=6 but its generator {pushed_generator} has latent_dim=4"):
+    with pytest.raises(CheckpointError, match=f"over 6 latent dimensions but its generator '{pushed_generator}' takes 4"):
         load_flow_and_generator(mismatched)
 
 

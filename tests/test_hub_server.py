@@ -91,6 +91,9 @@ def test_upload_folder_then_download(hub, folder, tmp_path):
     assert sorted(p for p in os.listdir(local) if not p.startswith(".")) == ["config.json"]
     # Unchanged files are detected through the preupload oid: no empty commit.
     assert api.upload_folder(repo_id=repo_id, folder_path=folder).oid == commit.oid
+    sizes = {s.rfilename: s.size for s in api.model_info(repo_id, files_metadata=True).siblings}
+    assert sizes["model.safetensors"] == (folder / "model.safetensors").stat().st_size
+    assert all(s.size is None for s in api.model_info(repo_id).siblings)  # sizes only when asked for
 
 
 def test_download_each_commit_by_sha(hub):
