@@ -279,6 +279,10 @@ def main(argv=None) -> int:
     print(f"saved {flow.num_potentials} potentials to {out}" + (f" (classifier accuracy {final['acc']:.1%})" if final else ""))
 
     if args.push_to_hub:
+        if flow.config["generator_revision"] is None:
+            print(f"note: these potentials name the local generator folder {args.generator}; to let others load both, "
+                  "push the generator too (generator.push_to_hub(repo_id)) and train with --generator <its repo id>",
+                  file=sys.stderr)
         try:
             push(args)
         except Exception as e:  # noqa: BLE001 -- any failure: the local result stays, say how to retry
