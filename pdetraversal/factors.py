@@ -39,6 +39,7 @@ from torch import nn
 
 from . import dsprites
 from .dsprites import FACTOR_NAMES, FACTOR_SIZES
+from .potentials import traverse_both_ways
 from .hub import HubModule
 
 SHARE_THRESHOLD = 0.6
@@ -282,14 +283,10 @@ def factor_report(flow, generator, regressor: FactorRegressor, num_samples: int 
     potentials = []
     try:
         for k in range(int(flow.num_potentials)):
-            halves = []
-            for direction in (-1, +1):
-                path = flow.traverse(z0, k=k, num_steps=T, direction=direction)  # traverse handles gradients
-                if path.ndim != 3 or path.shape[0] != T + 1 or path.shape[1] != num_samples:
-                    raise ValueError(f"flow.traverse returned shape {tuple(path.shape)}, expected ({T + 1}, "
-                                     f"{num_samples}, d)")
-                halves.append(path.detach())
-            path = torch.cat([halves[0].flip(0), halves[1][1:]])  # (2T + 1, B, d): -T end, ..., z0, ..., +T end
+            path = traverse_both_ways(flow, z0, k, T)  # (2T + 1, B, d): -T end, ..., z0, ..., +T end
+            if path.ndim != 3 or path.shape[:2] != (2 * T + 1, num_samples):
+                raise ValueError(f"flow.traverse gave a path of shape {tuple(path.shape)}, expected "
+                                 f"({2 * T + 1}, {num_samples}, d) from both directions")
             with torch.no_grad():
                 p = _predict_frames(regressor, generator, path, device, chunk_size)
                 total = trajectory_change(p, tolerance).mean(0).double()

@@ -22,20 +22,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
+from .potentials import traverse_both_ways as traversal_both_ways  # noqa: F401 (re-exported for the app)
+
 GAP_COLOUR = (200, 200, 200)
 HIGHLIGHT_COLOUR = (255, 140, 0)  # marks z_0 in strips and plots
 
 
 # --------------------------------------------------------------------------------------------- traversals
-def traversal_both_ways(flow, z0: torch.Tensor, k, num_steps: int | None = None,
-                        step_size: float | None = None) -> torch.Tensor:
-    """(2·S + 1, B, d): the negative end, ..., z_0, ..., the positive end (z_0 once, at index S). No autograd graph."""
-    with torch.no_grad():
-        neg = flow.traverse(z0, k, num_steps, step_size, direction=-1)
-        pos = flow.traverse(z0, k, num_steps, step_size, direction=1)
-    return torch.cat([neg.flip(0), pos[1:]])
-
-
 def decode_frames(generator, path: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     """(N, B, d) latents -> (N, B, C, H, W) images in [0, 1]; decoded in chunks so big K × S fits in memory."""
     flat = path.reshape(-1, path.shape[-1])

@@ -171,3 +171,13 @@ class PotentialFlow(
             for i in range(num_steps):
                 path.append(path[-1] + step * self.velocity(path[-1], float(i), k))
             return torch.stack(path)
+
+
+def traverse_both_ways(flow, z0: torch.Tensor, k, num_steps: int | None = None,
+                       step_size: float | None = None) -> torch.Tensor:
+    """(2·S + 1, B, d): the negative end, ..., z_0, ..., the positive end (z_0 once, at index S). Detached.
+
+    Takes any object with PotentialFlow's `traverse`."""
+    neg = flow.traverse(z0, k, num_steps, step_size, direction=-1).detach()
+    pos = flow.traverse(z0, k, num_steps, step_size, direction=1).detach()
+    return torch.cat([neg.flip(0), pos[1:]])

@@ -105,7 +105,7 @@ class OneFactorFlow:
     num_potentials = 3
     config = {"num_timesteps": 3}
 
-    def traverse(self, z0, k, num_steps, direction=1):
+    def traverse(self, z0, k, num_steps, step_size=None, direction=1):
         assert torch.is_grad_enabled()  # factor_report must not call traverse under no_grad
         factor = {0: 3, 1: 1, 2: 0}[k]
         t = torch.arange(num_steps + 1, dtype=torch.float32)[:, None] * (k != 2)

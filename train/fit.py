@@ -209,6 +209,17 @@ frames = gen.decode(path.flatten(0, 1))
 """
     if report is not None:
         text += "\n## What each potential changes\n\n" + format_report(report) + "\n"
+        m = report["summary"]
+        verdict = [
+            f"- Most potentials put >= 60% of their change on one factor: "
+            f"{'yes' if m['num_disentangled'] > m['num_potentials'] / 2 else 'no'} ({m['num_disentangled']} of {m['num_potentials']}).",
+            f"- All five factors covered, each the main change of some potential: "
+            f"{'yes' if m['num_covered'] == 5 else 'no'} ({m['num_covered']} of 5).",
+            f"- Auxiliary classifier accuracy >= 90%: {'yes' if final['acc'] >= 0.9 else 'no'} ({final['acc']:.1%}).",
+        ]
+        text += ("\n### Against the aims\n\n" + "\n".join(verdict) + "\n\nThe factors are read by a regressor from the "
+                 "generator's decoded frames, so a factor the generator draws poorly (see its card) reads as changing "
+                 "along every traversal; the next-largest column then tells the potentials apart.\n")
     (Path(args.output_dir) / "README.md").write_text(text, encoding="utf-8")
 
 
