@@ -127,3 +127,12 @@ def test_traverse_is_detached_unless_asked():
     path = flow.traverse(z0, k=1, num_steps=3, differentiable=True)
     path[-1].sum().backward()  # gradients reach the weights through all three steps
     assert flow.z_in.weight.grad[1].abs().sum() > 0
+
+
+def test_pickled_weights_are_never_loaded(tmp_path):
+    flow = make_flow()
+    flow.save_pretrained(tmp_path)
+    torch.save(flow.state_dict(), tmp_path / "pytorch_model.bin")  # what the stock mixin would fall back to
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors not found"):
+        PotentialFlow.from_pretrained(tmp_path)

@@ -172,14 +172,18 @@ def write_card(args, flow, final: dict, seconds: float, report: dict | None, arg
     command = "python train/fit.py " + " ".join(shlex.quote(a) for a in argv)
     terms = ", ".join(f"{k} = {v:.4g}" for k, v in final.items())
     labels = "\n".join(f"| {k} | {flow.label(k)} |" for k in range(flow.num_potentials))
+    if is_hub:
+        generator_link = f"[`{args.generator}`](https://huggingface.co/{args.generator})"
+    else:  # a folder: link it relative to the card, which is how it reads in a repo checkout
+        generator_link = f"[`{args.generator}`]({os.path.relpath(resolve_source(args.generator), args.output_dir)})"
     text = f"""---
 {data.to_yaml()}
 ---
 
-# Potential flows for `{args.generator}`
+# Potential flows for {generator_link}
 
 {flow.num_potentials} potentials u^k(z, t) over the {flow.latent_dim}-dimensional latent space of the generator
-`{args.generator}`{f" (revision `{flow.config['generator_revision']}`)" if flow.config.get("generator_revision") else ""},
+{generator_link}{f" (revision `{flow.config['generator_revision']}`)" if flow.config.get("generator_revision") else ""},
 trained with [pdetraversal](https://arxiv.org/abs/2304.12944) (Song et al., ICML 2023, "Latent Traversals in
 Generative Models as Potential Flows"). Traversal k follows z_(t+1) = z_t + ∇_z u^k(z_t, t).
 
