@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import safetensors.torch
@@ -30,17 +31,12 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded: missing, corrupt, or not matching the model."""
 
 
-def resolve_file(repo_id_or_path: str | os.PathLike, filename: str, revision: str | None = None, **download_kwargs) -> str:
-    """Local path of `filename` from a folder or a Hub repo (at `revision`), with a clear error if it is absent."""
-    if os.path.isdir(repo_id_or_path):
-        path = Path(repo_id_or_path) / filename
-        if not path.is_file():
-            raise CheckpointError(f"{filename} not found in folder {repo_id_or_path}")
-        return str(path)
-    repo_id = str(repo_id_or_path)
+@contextmanager
+def _hub_errors(repo_id: str, revision: str | None, what: str):
+    """Turn huggingface_hub's exceptions for `what` in repo_id@revision into one-line CheckpointErrors."""
     where = f"{repo_id}@{revision}" if revision else repo_id
     try:
-        return hf_hub_download(repo_id, filename, revision=revision, **download_kwargs)
+        yield
     except HFValidationError as e:
         raise CheckpointError(f"'{repo_id}' is neither an existing folder nor a valid Hub repo id") from e
     except RepositoryNotFoundError as e:
@@ -48,9 +44,22 @@ def resolve_file(repo_id_or_path: str | os.PathLike, filename: str, revision: st
     except RevisionNotFoundError as e:
         raise CheckpointError(f"revision '{revision}' not found in Hub repo '{repo_id}'") from e
     except EntryNotFoundError as e:
-        raise CheckpointError(f"{filename} not found in Hub repo {where}") from e
+        raise CheckpointError(f"{what} not found in Hub repo {where}") from e
     except LocalEntryNotFoundError as e:
-        raise CheckpointError(f"{filename} of {where} is not in the local cache and the Hub cannot be reached") from e
+        raise CheckpointError(f"{what} of {where} is not in the local cache and the Hub cannot be reached") from e
+    except (HfHubHTTPError, OSError) as e:
+        raise CheckpointError(f"could not get {what} of {where} from the Hub: {e}") from e
+
+
+def resolve_file(repo_id_or_path: str | os.PathLike, filename: str, revision: str | None = None, **download_kwargs) -> str:
+    """Local path of `filename` from a folder or a Hub repo (at `revision`), with a clear error if it is absent."""
+    if os.path.isdir(repo_id_or_path):
+        path = Path(repo_id_or_path) / filename
+        if not path.is_file():
+            raise CheckpointError(f"{filename} not found in folder {repo_id_or_path}")
+        return str(path)
+    with _hub_errors(str(repo_id_or_path), revision, filename):
+        return hf_hub_download(str(repo_id_or_path), filename, revision=revision, **download_kwargs)
 
 
 def check_download_size(repo_id: str, revision: str | None, max_bytes: float,
@@ -60,17 +69,9 @@ def check_download_size(repo_id: str, revision: str | None, max_bytes: float,
     For servers that load repos named by strangers (the Space): pass the sha on as the revision, so what is
     downloaded is what was measured.
     """
-    where = f"{repo_id}@{revision}" if revision else repo_id
-    try:
+    with _hub_errors(repo_id, revision, "the file list"):
         info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
-    except HFValidationError as e:
-        raise CheckpointError(f"'{repo_id}' is neither an existing folder nor a valid Hub repo id") from e
-    except RepositoryNotFoundError as e:
-        raise CheckpointError(f"Hub repo '{repo_id}' not found (and no such local folder)") from e
-    except RevisionNotFoundError as e:
-        raise CheckpointError(f"revision '{revision}' not found in Hub repo '{repo_id}'") from e
-    except (HfHubHTTPError, OSError) as e:
-        raise CheckpointError(f"could not ask the Hub about {where}: {e}") from e
+    where = f"{repo_id}@{revision}" if revision else repo_id
     sizes = [s.size for s in info.siblings or [] if s.rfilename in filenames]
     if any(size is None for size in sizes):
         raise CheckpointError(f"the Hub did not report file sizes for {where}; refusing to download it")
