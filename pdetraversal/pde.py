@@ -29,7 +29,7 @@ def _grad(out: torch.Tensor, inp: torch.Tensor, grad_outputs: torch.Tensor | Non
 
 
 def hessian_trace(grad_z: torch.Tensor, z: torch.Tensor, method: str = "exact", num_probes: int = 1,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  rng: torch.Generator | None = None) -> torch.Tensor:
     """Δ_z u per sample, from ∇_z u (built with create_graph=True from z). Returns (B,).
 
     Both methods sum vᵀHv over Hessian-vector products, one backward pass each (samples are independent, so one
@@ -46,22 +46,22 @@ def hessian_trace(grad_z: torch.Tensor, z: torch.Tensor, method: str = "exact", 
             raise ValueError(f"num_probes must be >= 1, got {num_probes}")
         total = 0
         for _ in range(num_probes):
-            v = (torch.randint(0, 2, (B, d), generator=generator) * 2 - 1).to(z)
+            v = (torch.randint(0, 2, (B, d), generator=rng) * 2 - 1).to(z)
             total = total + (v * _grad(grad_z, z, v)).sum(-1)
         return total / num_probes
     raise ValueError(f"laplacian must be 'exact' or 'hutchinson', got {method!r}")
 
 
 def laplacian(u_fn: UFn, z: torch.Tensor, t: torch.Tensor, method: str = "exact", num_probes: int = 1,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+              rng: torch.Generator | None = None) -> torch.Tensor:
     """Δ_z u(z, t) per sample -> (B,)."""
     z = _leaf(z)
     grad_z = _grad(u_fn(z, t).sum(), z)
-    return hessian_trace(grad_z, z, method, num_probes, generator)
+    return hessian_trace(grad_z, z, method, num_probes, rng)
 
 
 def wave_residual(u_fn: UFn, z: torch.Tensor, t: torch.Tensor, c: float | torch.Tensor, laplacian: str = "exact",
-                  num_probes: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+                  num_probes: int = 1, rng: torch.Generator | None = None) -> torch.Tensor:
     """f = ∂²u/∂t² − c²·Δ_z u for any u_fn(z, t) -> (B,); z (B, d), t (B,), c a scalar or (B,). Returns (B,).
 
     Differentiable w.r.t. u_fn's parameters and c, so mean(f²) can be minimised directly.
@@ -72,7 +72,7 @@ def wave_residual(u_fn: UFn, z: torch.Tensor, t: torch.Tensor, c: float | torch.
     u = u_fn(z, t)
     grad_z, grad_t = _grad(u.sum(), z), _grad(u.sum(), t)
     u_tt = _grad(grad_t.sum(), t)
-    lap = hessian_trace(grad_z, z, laplacian, num_probes, generator)
+    lap = hessian_trace(grad_z, z, laplacian, num_probes, rng)
     return u_tt - torch.as_tensor(c, dtype=z.dtype, device=z.device) ** 2 * lap
 
 
