@@ -1,6 +1,6 @@
 """Train K potentials for a frozen generator (paper Sec. 4.2, L = L_u + L_f + L_J + L_k) and publish them.
 
-The embedded default (dSprites VAE, about 6 minutes on 2 CPU cores):
+The embedded default (dSprites VAE, 6-8 minutes on 2 CPU cores):
 
     python train/fit.py --generator hub_models/dsprites-vae --num-potentials 10 --num-timesteps 10 \\
         --max-steps 1500 --factor-regressor hub_models/dsprites-factor-regressor \\
