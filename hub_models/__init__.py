@@ -67,4 +67,4 @@ def load_flow_and_generator(potentials: str | os.PathLike, revision: str | None 
     return flow.eval(), generator
 
 
-__all__ = ["load_flow_and_generator", "Generator", "MLPGenerator", "DSpritesVAE", "load_generator", "resolve_source", "EMBEDDED_DIR"]
+__all__ = ["load_flow_and_generator", "REGISTRY", "Generator", "MLPGenerator", "DSpritesVAE", "load_generator", "resolve_source", "EMBEDDED_DIR"]
