@@ -13,7 +13,7 @@ The shipped `hub_models/dsprites-factor-regressor` was trained from the repo roo
 
 and loads with `FactorRegressor.from_pretrained("hub_models/dsprites-factor-regressor")`. A quick smoke run:
 
-    python train/train_factor_regressor.py --max-steps 20 --output-dir /tmp/regressor-smoke
+    python train/train_factor_regressor.py --max-steps 20 --output-dir runs/regressor-smoke
 """
 from __future__ import annotations
 

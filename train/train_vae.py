@@ -12,11 +12,11 @@ card README.md that records the command, the steps, the final loss terms and the
 
 The shipped `hub_models/dsprites-vae` was trained from the repo root with
 
-    python train/train_vae.py --max-steps 4000 --batch-size 64 --lr 1e-3 --latent-dim 10 --beta 2 --seed 0 --num-threads 1
+    python train/train_vae.py --max-steps 18000 --batch-size 64 --lr 1e-3 --latent-dim 10 --beta 2 --seed 0   (35 min, 2 cores)
 
 and loads with `hub_models.load_generator("hub_models/dsprites-vae")`. A quick smoke run:
 
-    python train/train_vae.py --max-steps 20 --output-dir /tmp/vae-smoke
+    python train/train_vae.py --max-steps 20 --output-dir runs/vae-smoke
 """
 from __future__ import annotations
 
@@ -145,10 +145,10 @@ Command (from the repository root):
 
 ## Limitations
 
-Shape is the factor a dSprites VAE learns last. After a short CPU run, position, scale and the orientation of
-elongated sprites are reconstructed well, but squares and hearts tend to decode as rounded blobs, and single
-latent coordinates mix position with scale (no disentanglement objective beyond beta). The potentials trained on
-this generator can only find the factors it encodes.
+Shape is the factor a dSprites VAE learns last: short runs decode squares and hearts as rounded blobs (4,000 steps:
+the factor regressor read 66% of shapes right on reconstructions; 18,000 steps: 97.5%). Single latent coordinates
+mix factors (no disentanglement objective beyond beta), and potentials trained on this generator can only find the
+factors it encodes.
 
 ## Use
 
