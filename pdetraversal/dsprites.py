@@ -41,7 +41,7 @@ Speed: the 3*6*40 = 720 centred sprites are rasterised once (cached, about a sec
 integer shift of a cached sprite, vectorised with numpy fancy indexing: 10k images take a fraction of a second.
 
 Public API: ``FACTOR_NAMES``, ``FACTOR_SIZES``, ``render(indices)``, ``sample(n, seed)``,
-``factor_values(indices)``, ``random_factors(n, seed)``.
+``factor_values(indices)``, ``random_factors(n, seed)``, ``one_factor_pairs(n, seed)``.
 """
 from __future__ import annotations
 
@@ -158,6 +158,24 @@ def sample(n: int, seed=None) -> tuple[torch.Tensor, torch.Tensor]:
     return render(idx), idx
 
 
+def one_factor_pairs(n: int, seed=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n pairs of factor index rows that differ in exactly one factor: (first (n, 5), second (n, 5), factor (n,)).
+
+    The first row is uniform; the changed factor is uniform over the five, and its new value uniform over the other
+    values of that factor. These are the weak labels of Ada-GVAE (`pdetraversal.adagvae`): which images form a pair,
+    never which factor changed.
+    """
+    first = random_factors(n, seed)
+    rng = np.random.default_rng(None if seed is None else (*np.atleast_1d(seed).tolist(), 7))
+    factor = torch.from_numpy(rng.integers(0, len(FACTOR_SIZES), size=n))
+    sizes = torch.tensor(FACTOR_SIZES)[factor]
+    shift = torch.from_numpy((rng.random(n) * (sizes.numpy() - 1)).astype(np.int64)) + 1  # 1 .. size - 1
+    second = first.clone()
+    rows = torch.arange(n)
+    second[rows, factor] = (first[rows, factor] + shift) % sizes
+    return first, second, factor
+
+
 def factor_values(indices) -> torch.Tensor:
     """Factor values (n, 5) float32: shape, scale, x, y as index / (size - 1) in [0, 1]; orientation in radians."""
     idx = torch.from_numpy(_as_indices(indices)).float()
@@ -168,5 +186,5 @@ def factor_values(indices) -> torch.Tensor:
 
 __all__ = [
     "FACTOR_NAMES", "FACTOR_SIZES", "SHAPE_NAMES", "SCALES", "ORIENTATIONS", "POSITIONS", "SHAPE_AREAS", "UNIT_PX",
-    "centred_sprites", "render", "random_factors", "sample", "factor_values",
+    "centred_sprites", "render", "random_factors", "one_factor_pairs", "sample", "factor_values",
 ]

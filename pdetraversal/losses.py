@@ -8,7 +8,7 @@
   from vanishing near v = 0 (where the initial condition and the wave equation pull the potentials towards
   u = const), and the pixel mean rather than the sum makes τ independent of the image size.
 - `classifier_loss`: L_k, cross-entropy of the auxiliary classifier predicting k from (x_t, x_{t+1}).
-- `latent_matching_loss`: L_z (eq. 8) for the supervised VAE setting.
+- `latent_matching_loss`: L_z (eq. 8) for the supervised setting (used by `pdetraversal.transitions`).
 - `negative_elbo`: L_x, the VAE's negative ELBO (Bernoulli pixels) of decoded codes.
 """
 from __future__ import annotations

@@ -10,6 +10,8 @@ Each sample draws its own k and t (the paper draws one k per step): the stacked 
 every batch then shows the classifier all K classes. The prefix z_0 -> z_t is rolled out without a graph; the
 losses act on the last step, where the PDE, the speed and the classifier are evaluated.
 The generator is frozen: eval mode, no parameter gradients (checked, not silently changed).
+With known transformations, the first potentials can also follow them (`pdetraversal.transitions`, L_z of eq. 8);
+`supervised` tells the step which potentials those are.
 """
 from __future__ import annotations
 
@@ -51,8 +53,11 @@ def rollout(flow: PotentialFlow, z0: torch.Tensor, k: torch.Tensor, t: torch.Ten
 
 
 def training_step(flow: PotentialFlow, classifier: nn.Module, generator, z0: torch.Tensor,
-                  losses_config: LossConfig = LossConfig(), rng: torch.Generator | None = None):
-    """Returns (total loss, dict of floats: the four terms, the total and the classifier's batch accuracy)."""
+                  losses_config: LossConfig = LossConfig(), rng: torch.Generator | None = None, supervised: int = 0):
+    """Returns (total loss, dict of floats: the four terms, the total and the classifier's batch accuracy).
+
+    Potentials k < `supervised` follow targets of their own (`pdetraversal.transitions`): L_J, which would push
+    their steps to grow, skips them; the PDE terms and the classifier still apply."""
     check_frozen(generator)
     cfg = losses_config
     B = z0.shape[0]
@@ -71,7 +76,7 @@ def training_step(flow: PotentialFlow, classifier: nn.Module, generator, z0: tor
     step = flow.step_size * flow.velocity(z_t, t_real, k)
     z_start = z_t.detach()
     x_t, jv = losses.jacobian_vector_product(generator.decode, z_start, step)
-    loss_j = losses.jacobian_term(jv, cfg.jacobian_saturation).mean()
+    loss_j = (losses.jacobian_term(jv, cfg.jacobian_saturation) * (k >= supervised)).mean()
     logits = classifier(x_t.detach(), generator.decode(z_start + step))
     loss_k = losses.classifier_loss(logits, k)
 

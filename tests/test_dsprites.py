@@ -166,3 +166,19 @@ def test_position_shift_moves_the_centroid_by_whole_pixels():
     x, idx = ds.sample(300, seed=1)
     counts = ds.centred_sprites()[idx[:, 0], idx[:, 1], idx[:, 2]].sum(axis=(1, 2))
     np.testing.assert_array_equal(x.sum(dim=(1, 2, 3)).numpy(), counts)
+
+
+def test_one_factor_pairs_differ_in_exactly_the_named_factor():
+    first, second, factor = ds.one_factor_pairs(3000, seed=(4, 2))
+    differs = first != second
+    assert (differs.sum(1) == 1).all()
+    assert torch.equal(differs.float().argmax(1), factor)
+    assert (second >= 0).all() and (second < torch.tensor(ds.FACTOR_SIZES)).all()
+    # Every factor gets changed (about a fifth each), and the new value is spread over the other values.
+    counts = torch.bincount(factor, minlength=5).float() / 3000
+    assert (counts - 0.2).abs().max() < 0.04, counts
+    moved = (second - first)[factor == 3, 3] % 32
+    assert moved.min() >= 1 and len(moved.unique()) == 31
+    again = ds.one_factor_pairs(3000, seed=(4, 2))
+    assert all(torch.equal(a, b) for a, b in zip((first, second, factor), again))
+    assert not torch.equal(ds.one_factor_pairs(3000, seed=(4, 3))[0], first)

@@ -162,3 +162,18 @@ def test_report_labels():
         entry(2, {**zero, "x": 0.01, "y": 0.01}, active=False),
     ]}
     assert report_labels(report) == ["x (90%)", "scale + y", "still"]
+
+
+def test_shipped_potentials_match_their_card(regressor):
+    # The labels and the verdict in the shipped card come from this report: recompute it with the card's settings.
+    from hub_models import load_flow_and_generator
+    from pdetraversal.factors import report_labels
+
+    folder = ROOT / "hub_models" / "dsprites-vae-potentials"
+    flow, generator = load_flow_and_generator(str(folder))
+    report = factor_report(flow, generator, regressor)
+    assert report_labels(report) == flow.config["labels"]
+    m = report["summary"]
+    card = (folder / "README.md").read_text()
+    assert f"{m['num_disentangled']} of {m['num_potentials']} have one dominant factor" in card
+    assert f"({m['num_covered']} of 5)" in card

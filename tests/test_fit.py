@@ -100,6 +100,7 @@ def test_resume_refuses_changed_settings(generator_dir, tmp_path, monkeypatch):
     (["--push-to-hub"], "--push-to-hub needs --hub-model-id"),
     (["--labels", "a,b"], "--labels has 2 names for --num-potentials 3"),
     (["--resume"], "--resume: no checkpoint at"),
+    (["--supervision", "dsprites"], "--supervision dsprites ties potentials 0-4 to the five factors: needs --num-potentials >= 5"),
 ])
 def test_bad_flags_give_one_line_errors(generator_dir, tmp_path, extra, message):
     proc = subprocess.run([sys.executable, str(ROOT / "train" / "fit.py"), *args_for(generator_dir, tmp_path / "o"), *extra],
@@ -107,6 +108,24 @@ def test_bad_flags_give_one_line_errors(generator_dir, tmp_path, extra, message)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_supervision_needs_an_encoder(generator_dir, tmp_path):
+    with pytest.raises(SystemExit, match="--supervision dsprites needs a 64x64 one-channel generator with encode"):
+        fit.main(args_for(generator_dir, tmp_path / "o", "--num-potentials", "6", "--supervision", "dsprites"))
+
+
+def test_tiny_supervised_fit(tmp_path):
+    from hub_models import DSpritesVAE
+
+    torch.manual_seed(0)
+    DSpritesVAE(latent_dim=4, width=4, hidden_dim=16).save_pretrained(tmp_path / "vae")
+    out = tmp_path / "pots"
+    assert fit.main(args_for(tmp_path / "vae", out, "--num-potentials", "6", "--max-steps", "3",
+                             "--supervision", "dsprites")) == 0
+    assert PotentialFlow.from_pretrained(out).num_potentials == 6
+    card = (out / "README.md").read_text()
+    assert "potentials 0-4 were tied to the dSprites factor moves" in card and "L_z = " in card
 
 
 def test_unknown_generator_is_a_clear_error(tmp_path):

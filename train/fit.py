@@ -1,9 +1,10 @@
 """Train K potentials for a frozen generator (paper Sec. 4.2, L = L_u + L_f + L_J + L_k) and publish them.
 
-The embedded default (dSprites VAE, 6-8 minutes on 2 CPU cores):
+The embedded default (dSprites VAE; potentials 0-4 follow the five factor moves through L_z, paper eq. 8, and
+5-7 learn without labels; about 4.5 minutes on 2 CPU cores):
 
-    python train/fit.py --generator hub_models/dsprites-vae --num-potentials 10 --num-timesteps 10 \\
-        --max-steps 1500 --factor-regressor hub_models/dsprites-factor-regressor \\
+    python train/fit.py --generator hub_models/dsprites-vae --num-potentials 8 --num-timesteps 10 \\
+        --max-steps 1500 --supervision dsprites --factor-regressor hub_models/dsprites-factor-regressor \\
         --output-dir hub_models/dsprites-vae-potentials
 
 Publish to the Hub (one commit with weights, config and card) and continue an interrupted run:
@@ -37,11 +38,12 @@ from pdetraversal import PotentialFlow  # noqa: E402
 from pdetraversal.classifier import PairClassifier  # noqa: E402
 from pdetraversal.hub import CheckpointError  # noqa: E402
 from pdetraversal.training import LossConfig, training_step  # noqa: E402
+from pdetraversal.transitions import dsprites_matching_loss  # noqa: E402
 
 CHECKPOINT = "checkpoint.safetensors"
 # Arguments that define the model and the optimisation: a resumed run must use the same ones.
 RESUME_MUST_MATCH = ("generator", "revision", "num_potentials", "num_timesteps", "hidden_dim", "step_size",
-                     "batch_size", "lr", "seed", "laplacian", "num_probes")
+                     "batch_size", "lr", "seed", "laplacian", "num_probes", "supervision")
 
 
 def positive(kind):
@@ -72,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--num-timesteps", type=positive(int), default=10, help="T, the traversal length trained for (>= 2, default 10)")
     m.add_argument("--hidden-dim", type=positive(int), help="width of each potential's MLP (default: the latent dim, as in the paper)")
     m.add_argument("--step-size", type=positive(float), default=1.0, help="step size of the flow during training and the default for traversals (default 1.0)")
+    m.add_argument("--supervision", choices=("none", "dsprites"), default="none",
+                   help="none: every potential learns without labels (L_J + L_k). dsprites: potentials 0-4 also follow "
+                        "the five dSprites factor moves (shape, scale, orientation, x, y) through L_z on the generator's "
+                        "encoder (paper eq. 8); needs a generator with encode(), e.g. hub_models/dsprites-vae, and K >= 5; "
+                        "potentials 5.. stay unlabelled (default none)")
     m.add_argument("--labels", help="comma-separated name per potential (default: the dominant factor when --factor-regressor is given)")
     o = p.add_argument_group("optimisation")
     o.add_argument("--max-steps", type=positive(int), default=1500, help="training steps (default 1500)")
@@ -84,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
     w = p.add_argument_group("loss weights")
     for name, default, what in (("initial", 1.0, "L_u, the initial condition"), ("pde", 1.0, "L_f, the wave equation"),
-                                ("jacobian", 1.0, "L_J, the image-space speed"), ("classifier", 1.0, "L_k, the classifier")):
+                                ("jacobian", 1.0, "L_J, the image-space speed"), ("classifier", 1.0, "L_k, the classifier"),
+                                ("matching", 10.0, "L_z, the latent matching of --supervision")):
         w.add_argument(f"--w-{name}", type=float, default=default, help=f"weight of {what} (default {default})")
     w.add_argument("--jacobian-saturation", type=positive(float), default=0.1,
                    help="RMS pixel change per step at which L_J stops rewarding speed (default 0.1)")
@@ -109,6 +117,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--num-timesteps must be >= 2 (a traversal needs at least one step after t = 0)")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push-to-hub needs --hub-model-id")
+    if args.supervision == "dsprites" and args.num_potentials < 5:
+        parser.error(f"--supervision dsprites ties potentials 0-4 to the five factors: needs --num-potentials >= 5, got {args.num_potentials}")
     if args.labels is not None:
         args.labels = [s.strip() for s in args.labels.split(",")]
         if len(args.labels) != args.num_potentials:
@@ -172,6 +182,12 @@ def write_card(args, flow, final: dict, seconds: float, report: dict | None, arg
     command = "python train/fit.py " + " ".join(shlex.quote(a) for a in argv)
     terms = ", ".join(f"{k} = {v:.4g}" for k, v in final.items())
     labels = "\n".join(f"| {k} | {flow.label(k)} |" for k in range(flow.num_potentials))
+    if args.supervision == "dsprites":
+        supervision = ("Supervision: potentials 0-4 were tied to the dSprites factor moves shape, scale, orientation, x, y "
+                       f"(L_z on the generator's encoder, weight {args.w_matching}; `pdetraversal.transitions`); "
+                       "any further potentials learned without labels.")
+    else:
+        supervision = "Supervision: none; every potential learned without labels (L = L_u + L_f + L_J + L_k)."
     if is_hub:
         generator_link = f"[`{args.generator}`](https://huggingface.co/{args.generator})"
     else:  # a folder: link it relative to the card, which is how it reads in a repo checkout
@@ -201,6 +217,7 @@ frames = gen.decode(path.flatten(0, 1))
 
 - Command: `{command}`
 - Steps: {args.max_steps}, batch {args.batch_size}, Adam lr {args.lr}, T = {args.num_timesteps}, Laplacian: {args.laplacian}
+- {supervision}
 - Time: {seconds / 60:.1f} min on {args.device} ({torch.get_num_threads()} threads)
 - Final loss terms (mean of the last 50 steps): {terms}
 - Auxiliary classifier accuracy (mean of the last 50 steps): {final["acc"]:.1%}
@@ -248,6 +265,9 @@ def main(argv=None) -> int:
     except (CheckpointError, ValueError, OSError) as e:
         raise SystemExit(f"error: cannot load --generator {args.generator}: {e}") from None
     x = generator.decode(generator.sample_latent(1, seed=0))
+    if args.supervision == "dsprites" and not (callable(getattr(generator, "encode", None)) and tuple(x.shape[1:]) == (1, 64, 64)):
+        raise SystemExit(f"error: --supervision dsprites needs a 64x64 one-channel generator with encode(); "
+                         f"{args.generator} gives {tuple(x.shape[1:])} images" + ("" if hasattr(generator, "encode") else " and has no encode()"))
 
     torch.manual_seed(args.seed)
     flow = PotentialFlow(generator.latent_dim, args.num_potentials, args.hidden_dim, args.num_timesteps, args.step_size,
@@ -258,6 +278,7 @@ def main(argv=None) -> int:
                         args.laplacian, args.num_probes)
     start = load_checkpoint(out / CHECKPOINT, flow, classifier, optimizer, args) if args.resume else 0
 
+    supervised = 5 if args.supervision == "dsprites" else 0
     history: list[dict] = []
     began = time.time()
     bar = tqdm(range(start, args.max_steps), initial=start, total=args.max_steps, disable=args.no_progress,
@@ -266,7 +287,12 @@ def main(argv=None) -> int:
         # Seeds derived from (seed, step) make a resumed run draw exactly what the uninterrupted one would have.
         step_seed = args.seed * 1_000_003 + step
         z0 = generator.sample_latent(args.batch_size, seed=step_seed)
-        loss, logs = training_step(flow, classifier, generator, z0, losses, torch.Generator().manual_seed(step_seed))
+        rng = torch.Generator().manual_seed(step_seed)
+        loss, logs = training_step(flow, classifier, generator, z0, losses, rng, supervised)
+        if supervised:
+            loss_z = dsprites_matching_loss(flow, generator, args.batch_size, (args.seed, step), rng)
+            loss = loss + args.w_matching * loss_z
+            logs = {**logs, "loss": loss.item(), "L_z": loss_z.item()}
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
