@@ -8,8 +8,10 @@ The paper's supervised setting trains a VAE from scratch on sequences x_0 -> x_T
 
 Here the generator is frozen, so the encoder defines the target codes and only the potentials learn. On dSprites the
 known transformations are the five factor moves: potential k < 5 is tied to factor k of `dsprites.FACTOR_NAMES`
-(shape: the next shape, square -> ellipse -> heart -> square; scale, orientation, x, y: the next value, one grid
-step). A pair (x_a, x_b) that differs by that one move is encoded (posterior means z_a, z_b); the move should take
+and moves it to its next value (shape: square -> ellipse -> heart; the others one grid step). The moves never wrap
+around (heart -> square, 351 -> 0 degrees): a potential flow is a gradient field, and a gradient field cannot carry a
+code around a closed loop (its circulation is zero), so a cyclic move has no potential to learn.
+A pair (x_a, x_b) that differs by that one move is encoded (posterior means z_a, z_b); the move should take
 `STEPS_PER_MOVE[f]` traversal steps, so at a point ẑ = z_a + s·(z_b − z_a), s ~ U[0, 1), on the segment between the
 two codes, the step must be (z_b − z_a) / STEPS_PER_MOVE[f]. With ẑ on the segment, eq. 8 reads
 
@@ -40,19 +42,15 @@ STEPS_PER_MOVE = {"shape": 5, "scale": 2, "orientation": 1, "x": 1, "y": 1}
 def dsprites_moves(n: int, seed=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """n one-move pairs for the five factors: (first indices (n, 5), second indices (n, 5), factor (n,)).
 
-    The factor is uniform over the five. Shape and orientation advance cyclically; for scale, x and y the first value is
-    drawn so that the next one exists."""
+    The factor is uniform over the five; its first value is drawn so that the next one exists (no wrap-around)."""
     first = dsprites.random_factors(n, seed)
     rng = np.random.default_rng(None if seed is None else (*np.atleast_1d(seed).tolist(), 11))
     factor = torch.from_numpy(rng.integers(0, len(dsprites.FACTOR_NAMES), size=n))
     second = first.clone()
     for f, size in enumerate(dsprites.FACTOR_SIZES):
         rows = factor == f
-        if dsprites.FACTOR_NAMES[f] in ("shape", "orientation"):
-            second[rows, f] = (first[rows, f] + 1) % size
-        else:
-            first[rows, f] = torch.from_numpy(rng.integers(0, size - 1, size=int(rows.sum())))
-            second[rows, f] = first[rows, f] + 1
+        first[rows, f] = torch.from_numpy(rng.integers(0, size - 1, size=int(rows.sum())))
+        second[rows, f] = first[rows, f] + 1
     return first, second, factor
 
 
