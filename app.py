@@ -33,6 +33,7 @@ import torch
 from hub_models import load_flow_and_generator, resolve_source
 from pdetraversal import PotentialFlow, plots
 from pdetraversal.hub import CheckpointError
+from pdetraversal.potentials import traverse_both_ways
 
 REPO_ROOT = Path(__file__).resolve().parent
 SHIPPED_POTENTIALS = "hub_models/dsprites-vae-potentials"
@@ -153,7 +154,7 @@ def traverse(models: ModelCache, seed, k, num_steps, step_size, source, revision
     z0 = gen.sample_latent(1, seed=seed)
     # All K paths from z0 at once (cheap: no decoding) for the trajectory plot; column k is the one shown.
     num_potentials = flow.num_potentials
-    paths = plots.traversal_both_ways(flow, z0.expand(num_potentials, -1), torch.arange(num_potentials),
+    paths = traverse_both_ways(flow, z0.expand(num_potentials, -1), torch.arange(num_potentials),
                                       num_steps, step_size)
     frames = plots.decode_frames(gen, paths[:, k:k + 1])[:, 0]
     strip = plots.image_strip(frames, highlight=num_steps)

@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from hub_models import load_flow_and_generator  # noqa: E402
 from pdetraversal import plots  # noqa: E402
+from pdetraversal.potentials import traverse_both_ways  # noqa: E402
 
 TARGETS = {"traversal + landscape (the /traverse request)": 1.0, "overview of all K (the /overview request)": 2.0}
 
@@ -60,7 +61,7 @@ def main() -> None:
     all_k = torch.arange(num_potentials)
     gif_path = Path(tempfile.mkdtemp(prefix="bench-app-")) / "t.gif"
 
-    paths = plots.traversal_both_ways(flow, z0.expand(num_potentials, -1), all_k, steps, step_size)
+    paths = traverse_both_ways(flow, z0.expand(num_potentials, -1), all_k, steps, step_size)
     frames = plots.decode_frames(gen, paths[:, k:k + 1])[:, 0]
     times = plots.landscape_times(steps)
 
@@ -71,7 +72,7 @@ def main() -> None:
         return plots.figure_to_image(plots.trajectory_figure(paths, highlight=k, origin_index=steps))
 
     def traverse_request():  # what app.traverse does after its input checks
-        p = plots.traversal_both_ways(flow, z0.expand(num_potentials, -1), all_k, steps, step_size)
+        p = traverse_both_ways(flow, z0.expand(num_potentials, -1), all_k, steps, step_size)
         f = plots.decode_frames(gen, p[:, k:k + 1])[:, 0]
         plots.image_strip(f, highlight=steps)
         plots.animated_gif(f, gif_path)
@@ -80,7 +81,7 @@ def main() -> None:
 
     stages = {
         f"traversal both ways, all K={num_potentials} ({2 * steps + 1} points)":
-            lambda: plots.traversal_both_ways(flow, z0.expand(num_potentials, -1), all_k, steps, step_size),
+            lambda: traverse_both_ways(flow, z0.expand(num_potentials, -1), all_k, steps, step_size),
         f"decode {2 * steps + 1} frames": lambda: plots.decode_frames(gen, paths[:, k:k + 1]),
         "strip": lambda: plots.image_strip(frames, highlight=steps),
         "GIF": lambda: plots.animated_gif(frames, gif_path),

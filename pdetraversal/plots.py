@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
-from .potentials import traverse_both_ways as traversal_both_ways  # noqa: F401 (re-exported for the app)
+from .potentials import traverse_both_ways
 
 GAP_COLOUR = (200, 200, 200)
 HIGHLIGHT_COLOUR = (255, 140, 0)  # marks z_0 in strips and plots
@@ -188,7 +188,7 @@ class Landscape:
 def landscape_grid(flow, path: torch.Tensor, k: int, times=(0,), origin: torch.Tensor | None = None,
                    resolution: int = 41, margin: float = 1.3) -> Landscape:
     """Evaluate u^k on the PCA plane of `path` (N, d) through `origin` (default: the path's middle point, which is
-    z_0 for a `traversal_both_ways` path). All grid points at all times go through `flow.potential` as one batch.
+    z_0 for a `traverse_both_ways` path). All grid points at all times go through `flow.potential` as one batch.
     """
     path = path.detach()
     dtype = path.dtype
@@ -271,7 +271,7 @@ def trajectory_figure(paths, labels: list[str] | None = None, highlight: int = 0
 
     Left: each path's coordinate along its own principal direction (its shape: straight, saturating, turning
     back), so paths of different k share one axis. Right: the latent coordinates of path `highlight` that move
-    most. t is counted from `origin_index` (default N // 2, the z_0 of a `traversal_both_ways` path).
+    most. t is counted from `origin_index` (default N // 2, the z_0 of a `traverse_both_ways` path).
     """
     paths = paths.detach().double()
     if paths.ndim == 2:
@@ -316,7 +316,7 @@ def overview(flow, generator, z0: torch.Tensor, num_steps: int | None = None, st
     """
     num_potentials = flow.num_potentials
     zs = z0.reshape(1, -1).expand(num_potentials, -1)
-    path = traversal_both_ways(flow, zs, torch.arange(num_potentials), num_steps, step_size)  # (2S+1, K, d)
+    path = traverse_both_ways(flow, zs, torch.arange(num_potentials), num_steps, step_size)  # (2S+1, K, d)
     frames = decode_frames(generator, path)
     centre = path.shape[0] // 2
     rows = [image_strip(frames[:, i], min_size=min_size, gap=gap, highlight=centre) for i in range(num_potentials)]

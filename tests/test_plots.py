@@ -7,6 +7,7 @@ from PIL import Image
 
 from hub_models import MLPGenerator
 from pdetraversal import PotentialFlow, plots
+from pdetraversal.potentials import traverse_both_ways
 
 D, K, S = 4, 3, 4
 
@@ -23,9 +24,9 @@ def gen():
     return MLPGenerator(latent_dim=D, image_size=8).eval().requires_grad_(False)
 
 
-def test_traversal_both_ways_runs_from_the_negative_end_through_z0(flow):
+def test_traverse_both_ways_runs_from_the_negative_end_through_z0(flow):
     z0 = torch.randn(2, D)
-    path = plots.traversal_both_ways(flow, z0, 1, num_steps=S, step_size=0.5)
+    path = traverse_both_ways(flow, z0, 1, num_steps=S, step_size=0.5)
     assert path.shape == (2 * S + 1, 2, D)
     torch.testing.assert_close(path[S], z0)
     torch.testing.assert_close(path[S:], flow.traverse(z0, 1, S, 0.5, direction=1).detach())
@@ -99,7 +100,7 @@ def test_plane_basis_falls_back_to_random_directions_for_degenerate_paths():
 
 def test_landscape_grid_values_are_the_potential(flow):
     z0 = torch.randn(1, D)
-    path = plots.traversal_both_ways(flow, z0, 2, num_steps=S, step_size=1.0)[:, 0]
+    path = traverse_both_ways(flow, z0, 2, num_steps=S, step_size=1.0)[:, 0]
     times = (0, 2, 3)
     land = plots.landscape_grid(flow, path, 2, times, resolution=15)
     assert land.u.shape == (3, 15, 15) and land.grad.shape == (3, 15, 15, 2)
@@ -120,7 +121,7 @@ def test_landscape_and_trajectory_figures_draw_without_pyplot(flow):
     pyplot = pytest.importorskip("matplotlib.pyplot")
     before = pyplot.get_fignums()
     z0 = torch.randn(1, D)
-    paths = plots.traversal_both_ways(flow, z0.expand(K, -1), torch.arange(K), S, 1.0)
+    paths = traverse_both_ways(flow, z0.expand(K, -1), torch.arange(K), S, 1.0)
     fig = plots.landscape_figure(flow, paths[:, 1], 1, plots.landscape_times(S))
     assert isinstance(fig, matplotlib.figure.Figure)
     panels = [ax for ax in fig.axes if ax.get_title().startswith("$u^")]

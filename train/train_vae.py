@@ -8,9 +8,10 @@ negative ELBO with Adam:
 with a Bernoulli likelihood (binary cross-entropy with logits, summed over the 64x64 pixels) and the closed-form
 Gaussian KL summed over latent dimensions, both averaged over the batch. beta = 1 is the plain VAE; beta > 1 a
 beta-VAE. With --ada-gvae the batch is pairs of images that differ in one factor, and the ELBO is taken with
-the pair's shared coordinates averaged (`pdetraversal.adagvae`), which ties single coordinates to single factors;
-the card then tabulates which factor moves each coordinate. At the end the model is saved with `save_pretrained` (config.json + model.safetensors) next to a model
-card README.md that records the command, the steps, the final loss terms and the time taken.
+the pair's shared coordinates averaged (`pdetraversal.adagvae`), which ties single coordinates to single factors.
+At the end the model is saved with `save_pretrained` (config.json + model.safetensors) next to a model card
+README.md that records the command, the steps, the final loss terms, the time taken and which factor moves each
+latent coordinate.
 
 The shipped `hub_models/dsprites-vae` was trained from the repo root with
 
