@@ -32,6 +32,7 @@ Public: `FactorRegressor`, `train_factor_regressor`, `evaluate_regressor`, `fact
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -172,15 +173,20 @@ def train_factor_regressor(steps: int, batch_size: int = 64, seed: int = 0, prog
 
 
 @torch.no_grad()
-def evaluate_regressor(regressor: FactorRegressor, num: int = 2000, seed: int = 999, soft: bool = False) -> dict:
-    """Errors on `num` fresh dSprites (blurred like in training when `soft`): shape accuracy, scale accuracy
-    (nearest of the 6 values), mean absolute x/y error in pixels, median and mean |error of θ| in degrees where
-    θ is taken modulo 90° (from 4θ), and the fraction of images whose θ (mod 90°) is within one 9° step."""
+def evaluate_regressor(regressor: FactorRegressor, num: int = 2000, seed: int = 999, soft: bool = False,
+                       transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+    """Errors on `num` fresh dSprites (blurred like in training when `soft`; passed through `transform` first when
+    given, e.g. a VAE's reconstruction, to see how well it keeps the factors): shape accuracy (overall and per
+    shape), scale accuracy (nearest of the 6 values), mean absolute x/y error in pixels, median and mean |error of θ|
+    in degrees where θ is taken modulo 90° (from 4θ), and the fraction of images whose θ (mod 90°) is within one
+    9° step."""
     was_training = regressor.training
     regressor.eval()
     x, idx = dsprites.sample(num, seed=seed)
     if soft:
         x = soften(x, torch.Generator().manual_seed(seed), fraction=1.0)
+    if transform is not None:
+        x = transform(x)
     p = regressor.predict(x)
     t = _targets(idx)
     scale_idx = (p["scale"] * (FACTOR_SIZES[1] - 1)).round().clamp(0, FACTOR_SIZES[1] - 1).long()
@@ -188,9 +194,12 @@ def evaluate_regressor(regressor: FactorRegressor, num: int = 2000, seed: int = 
     err4 = torch.remainder(p["angle4"] - true4 + math.pi, 2 * math.pi) - math.pi
     err_deg = err4.abs() / 4 * 180 / math.pi
     regressor.train(was_training)
+    shape_right = (p["shape_logits"].argmax(1) == t["shape"]).float()
     return {
         "num_images": num,
-        "shape_accuracy": (p["shape_logits"].argmax(1) == t["shape"]).float().mean().item(),
+        "shape_accuracy": shape_right.mean().item(),
+        **{f"shape_accuracy_{name}": shape_right[t["shape"] == s].mean().item()
+           for s, name in enumerate(dsprites.SHAPE_NAMES)},
         "scale_accuracy": (scale_idx == idx[:, 1]).float().mean().item(),
         "scale_mae": (p["scale"] - t["scale"]).abs().mean().item(),
         "x_mae_px": ((p["x"] - t["x"]).abs().mean() * 31).item(),
@@ -258,10 +267,15 @@ def _predict_frames(regressor, generator, path, device, chunk_size) -> dict[str,
 
 def factor_report(flow, generator, regressor: FactorRegressor, num_samples: int = 256, seed: int = 0,
                   num_steps: int | None = None, tolerance: dict[str, float] | None = None,
-                  chunk_size: int = 1024) -> dict:
+                  chunk_size: int = 1024, starts: str = "prior") -> dict:
     """Which dSprites factor each potential of `flow` changes, measured on `generator`'s decoded traversals.
 
-    For k in range(flow.num_potentials): z0 = generator.sample_latent(num_samples, seed); the traversals
+    The starts z0: with starts="prior", z0 = generator.sample_latent(num_samples, seed); with starts="encoded", the
+    posterior means generator.encode(x)[0] of `num_samples` fresh dSprites x (`dsprites.sample(num_samples, seed)`),
+    i.e. traversals of real sprites. On a VAE whose shape coordinate is trimodal, prior samples between the modes
+    decode to half-square half-ellipse morphs, whose shape the regressor reads differently at every step of any
+    traversal; encoded sprites have one definite shape.
+    For k in range(flow.num_potentials): the traversals
     flow.traverse(z0, k=k, num_steps=T, direction=±1) (T = flow.config["num_timesteps"] unless `num_steps`)
     are joined into one path of 2T + 1 frames from the -T end through z0 to the +T end, decoded, and the factors
     predicted; per factor, `trajectory_change` (total variation beyond the `tolerance` dead band, TOLERANCE by
@@ -273,13 +287,21 @@ def factor_report(flow, generator, regressor: FactorRegressor, num_samples: int 
                          "num_disentangled" (active with share >= 0.6),
                          "covered_factors" (dominant for >= 1 active potential), "num_covered",
                          "disentangled_factors" (dominant with share >= 0.6 for an active potential)},
-             "settings": {"num_samples", "seed", "num_steps", "tolerance"}}.
+             "settings": {"num_samples", "seed", "num_steps", "tolerance", "starts"}}.
     """
     T = int(flow.config["num_timesteps"] if num_steps is None else num_steps)
+    if starts == "prior":
+        z0 = generator.sample_latent(num_samples, seed)
+    elif starts == "encoded":
+        if not callable(getattr(generator, "encode", None)):
+            raise ValueError(f"starts='encoded' needs a generator with encode(); {type(generator).__name__} has none")
+        with torch.no_grad():
+            z0 = generator.encode(dsprites.sample(num_samples, seed)[0].to(generator.device))[0]
+    else:
+        raise ValueError(f"starts must be 'prior' or 'encoded', got {starts!r}")
     was_training = regressor.training
     regressor.eval()
     device = next(regressor.parameters()).device
-    z0 = generator.sample_latent(num_samples, seed)
     potentials = []
     try:
         for k in range(int(flow.num_potentials)):
@@ -313,7 +335,7 @@ def factor_report(flow, generator, regressor: FactorRegressor, num_samples: int 
             "disentangled_factors": clean,
         },
         "settings": {"num_samples": num_samples, "seed": seed, "num_steps": T,
-                     "tolerance": dict(TOLERANCE if tolerance is None else tolerance)},
+                     "tolerance": dict(TOLERANCE if tolerance is None else tolerance), "starts": starts},
     }
 
 
@@ -340,8 +362,10 @@ def report_labels(report: dict) -> list[str]:
 def format_report(report: dict) -> str:
     """A markdown table of `factor_report` output for model cards."""
     s = report["settings"]
+    starts = ("z0 = the generator's encoding (posterior mean) of a fresh dSprites image"
+              if s.get("starts") == "encoded" else "z0 ~ N(0, I)")
     lines = [
-        f"Factor change along each traversal ({s['num_samples']} starts z0 ~ N(0, I), seed {s['seed']}, "
+        f"Factor change along each traversal ({s['num_samples']} starts {starts}, seed {s['seed']}, "
         f"{s['num_steps']} steps each way; total variation of the regressor's predictions beyond a dead band of "
         f"{_format_tolerance(s.get('tolerance'))}; 1 = one sweep across the factor's full range):",
         "",

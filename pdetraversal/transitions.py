@@ -8,9 +8,11 @@ The paper's supervised setting trains a VAE from scratch on sequences x_0 -> x_T
 
 Here the generator is frozen, so the encoder defines the target codes and only the potentials learn. On dSprites the
 known transformations are the five factor moves: potential k < 5 is tied to factor k of `dsprites.FACTOR_NAMES`
-and moves it to its next value (shape: square -> ellipse -> heart; the others one grid step). The moves never wrap
-around (heart -> square, 351 -> 0 degrees): a potential flow is a gradient field, and a gradient field cannot carry a
-code around a closed loop (its circulation is zero), so a cyclic move has no potential to learn.
+and moves it to its next value (shape: square -> ellipse -> heart; the others one grid step). No sequence of moves
+closes a loop: a potential flow is a gradient field, and a gradient field cannot carry a code around a closed loop
+(its circulation is zero), so a cyclic move has no potential to learn. Hence the moves never wrap around
+(heart -> square), and rotations stay within the first quarter turn (0 to 81 degrees): a square is the same image
+after a quarter turn, so rotating further closes a loop in image space, and so in the latent space of any encoder.
 A pair (x_a, x_b) that differs by that one move is encoded (posterior means z_a, z_b); the move should take
 `STEPS_PER_MOVE[f]` traversal steps, so at a point ẑ = z_a + s·(z_b − z_a), s ~ U[0, 1), on the segment between the
 two codes, the step must be (z_b − z_a) / STEPS_PER_MOVE[f]. With ẑ on the segment, eq. 8 reads
@@ -21,7 +23,7 @@ which is `losses.latent_matching_loss`. Points on the segment, not only the two 
 shapes are far apart in the latent space and a traversal passes through the codes between them.
 Potentials k >= 5 get no targets: they are trained without labels (L_J + L_k), as in the pre-trained generator setting.
 
-Public: `STEPS_PER_MOVE`, `dsprites_moves(n, seed)`, `matching_loss(flow, encode, ...)`, `dsprites_matching_loss(flow,
+Public: `STEPS_PER_MOVE`, `MOVE_SPAN`, `dsprites_moves(n, seed)`, `matching_loss(flow, encode, ...)`, `dsprites_matching_loss(flow,
 generator, batch_size, seed)`.
 """
 from __future__ import annotations
@@ -37,19 +39,21 @@ from . import dsprites, losses
 # cover 20 of the 32 positions; orientation: 9 degrees per step (a square's 90-degree symmetry in 10 steps); scale:
 # half a value per step (the 6 values in 10 steps); shape: a change of shape every 5 steps.
 STEPS_PER_MOVE = {"shape": 5, "scale": 2, "orientation": 1, "x": 1, "y": 1}
+# How many of a factor's values (from the first) the moves run over: orientation only 0-81 degrees (see above).
+MOVE_SPAN = {"shape": 3, "scale": 6, "orientation": 10, "x": 32, "y": 32}
 
 
 def dsprites_moves(n: int, seed=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """n one-move pairs for the five factors: (first indices (n, 5), second indices (n, 5), factor (n,)).
 
-    The factor is uniform over the five; its first value is drawn so that the next one exists (no wrap-around)."""
+    The factor is uniform over the five; both values lie within the factor's first `MOVE_SPAN` values."""
     first = dsprites.random_factors(n, seed)
     rng = np.random.default_rng(None if seed is None else (*np.atleast_1d(seed).tolist(), 11))
     factor = torch.from_numpy(rng.integers(0, len(dsprites.FACTOR_NAMES), size=n))
     second = first.clone()
-    for f, size in enumerate(dsprites.FACTOR_SIZES):
+    for f, name in enumerate(dsprites.FACTOR_NAMES):
         rows = factor == f
-        first[rows, f] = torch.from_numpy(rng.integers(0, size - 1, size=int(rows.sum())))
+        first[rows, f] = torch.from_numpy(rng.integers(0, MOVE_SPAN[name] - 1, size=int(rows.sum())))
         second[rows, f] = first[rows, f] + 1
     return first, second, factor
 
@@ -85,4 +89,4 @@ def dsprites_matching_loss(flow, generator, batch_size: int, seed, rng: torch.Ge
     return loss.mean()
 
 
-__all__ = ["STEPS_PER_MOVE", "dsprites_moves", "matching_loss", "dsprites_matching_loss"]
+__all__ = ["STEPS_PER_MOVE", "MOVE_SPAN", "dsprites_moves", "matching_loss", "dsprites_matching_loss"]

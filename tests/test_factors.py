@@ -48,6 +48,19 @@ def test_shipped_regressor_reads_factors_of_fresh_samples(regressor):
     assert untrained["orientation_median_error_deg"] > 10.0
 
 
+def test_evaluate_regressor_through_a_transform(regressor):
+    # Shifting every image 4 pixels right (what a generator that misplaces sprites would do) must show up as a
+    # 4-pixel x error and nothing else; the per-shape accuracies average to the overall one (equal thirds, roughly).
+    plain = evaluate_regressor(regressor, num=600, seed=7)
+    shifted = evaluate_regressor(regressor, num=600, seed=7, transform=lambda x: torch.roll(x, 4, dims=-1))
+    assert 3.0 < shifted["x_mae_px"] < 5.0 and plain["x_mae_px"] < 0.6, (plain, shifted)
+    assert shifted["y_mae_px"] < 0.6 and shifted["shape_accuracy"] > 0.9, shifted
+    per_shape = [plain[f"shape_accuracy_{name}"] for name in dsprites.SHAPE_NAMES]
+    assert min(per_shape) > 0.9 and abs(sum(per_shape) / 3 - plain["shape_accuracy"]) < 0.02
+    blank = evaluate_regressor(regressor, num=600, seed=7, transform=torch.zeros_like)
+    assert sorted(round(blank[f"shape_accuracy_{name}"]) for name in dsprites.SHAPE_NAMES) == [0, 0, 1]
+
+
 def frames(**kw):
     return {k: torch.tensor(v, dtype=torch.float32).unsqueeze(1) for k, v in kw.items()}  # (N, B=1, ...)
 
@@ -134,6 +147,36 @@ def test_factor_report_finds_the_moved_factor(regressor):
     assert "2 of 3 potentials are active" in md and "2 of 3 have one dominant factor" in md
 
 
+class EncodingFactorGenerator(FactorGenerator):
+    """FactorGenerator with an encoder: it records the images it is given and returns their (clamped) factors."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, labels):
+        self.labels, self.seen = labels, None
+
+    def encode(self, x):
+        self.seen = x
+        z = self.labels.float()
+        z[:, 1], z[:, 3] = z[:, 1].clamp(max=2), z[:, 3].clamp(5, 20)
+        return z, torch.zeros_like(z)
+
+
+def test_factor_report_from_encoded_sprites(regressor):
+    images, labels = dsprites.sample(40, seed=3)
+    gen = EncodingFactorGenerator(labels)
+    report = factor_report(OneFactorFlow(), gen, regressor, num_samples=40, seed=3, starts="encoded")
+    assert torch.equal(gen.seen, images)  # the starts are the codes of fresh sprites drawn with the report's seed
+    assert report["settings"]["starts"] == "encoded"
+    assert report["potentials"][0]["dominant"] == "x" and report["potentials"][1]["dominant"] == "scale"
+    assert "starts z0 = the generator's encoding (posterior mean) of a fresh dSprites image, seed 3" in format_report(report)
+    assert "starts z0 ~ N(0, I)" in format_report(factor_report(OneFactorFlow(), gen, regressor, num_samples=8))
+    with pytest.raises(ValueError, match="needs a generator with encode"):
+        factor_report(OneFactorFlow(), FactorGenerator(), regressor, num_samples=8, starts="encoded")
+    with pytest.raises(ValueError, match="starts must be 'prior' or 'encoded'"):
+        factor_report(OneFactorFlow(), gen, regressor, num_samples=8, starts="data")
+
+
 def test_train_script_tiny_run(tmp_path):
     out = tmp_path / "reg"
     train_factor_regressor.main(["--max-steps", "2", "--batch-size", "4", "--width", "4", "--hidden-dim", "8",
@@ -171,9 +214,12 @@ def test_shipped_potentials_match_their_card(regressor):
 
     folder = ROOT / "hub_models" / "dsprites-vae-potentials"
     flow, generator = load_flow_and_generator(str(folder))
-    report = factor_report(flow, generator, regressor)
+    report = factor_report(flow, generator, regressor, starts="encoded")
     assert report_labels(report) == flow.config["labels"]
     m = report["summary"]
     card = (folder / "README.md").read_text()
     assert f"{m['num_disentangled']} of {m['num_potentials']} have one dominant factor" in card
     assert f"({m['num_covered']} of 5)" in card
+    p = factor_report(flow, generator, regressor)["summary"]
+    assert (f"256 starts z0 ~ N(0, I) instead: {p['num_disentangled']} of {p['num_potentials']} with one factor at "
+            f">= 60%, {p['num_covered']} of 5 factors covered") in card

@@ -2,7 +2,7 @@
 import torch
 
 from pdetraversal import PotentialFlow, dsprites
-from pdetraversal.transitions import STEPS_PER_MOVE, dsprites_moves, matching_loss
+from pdetraversal.transitions import MOVE_SPAN, STEPS_PER_MOVE, dsprites_moves, matching_loss
 
 
 def test_moves_advance_exactly_the_named_factor_by_one_step_without_wrapping():
@@ -12,6 +12,9 @@ def test_moves_advance_exactly_the_named_factor_by_one_step_without_wrapping():
     assert (diff[torch.arange(4000), factor] == 1).all()  # the next value, never wrapping around
     assert (second < torch.tensor(dsprites.FACTOR_SIZES)).all() and (first >= 0).all()
     assert set(second[factor == 0, 0].tolist()) == {1, 2} and set(first[factor == 0, 0].tolist()) == {0, 1}
+    # Rotations stay within the first quarter turn: a square at 90 degrees is the square at 0 degrees again.
+    assert set(first[factor == 2, 2].tolist()) == set(range(9)) and set(second[factor == 2, 2].tolist()) == set(range(1, 10))
+    assert set(first[factor == 3, 3].tolist()) == set(range(31))
     assert (torch.bincount(factor, minlength=5) > 600).all()
     assert all(torch.equal(a, b) for a, b in zip((first, second, factor), dsprites_moves(4000, seed=(1, 2))))
 
@@ -78,6 +81,7 @@ def test_potentials_learn_the_known_latent_moves():
 
 def test_steps_per_move_cover_every_factor():
     assert set(STEPS_PER_MOVE) == set(dsprites.FACTOR_NAMES) and all(v >= 1 for v in STEPS_PER_MOVE.values())
+    assert all(2 <= MOVE_SPAN[f] <= size for f, size in zip(dsprites.FACTOR_NAMES, dsprites.FACTOR_SIZES))
 
 
 def test_a_potential_flow_cannot_circulate_which_is_why_moves_do_not_wrap():

@@ -1,11 +1,11 @@
 """Train K potentials for a frozen generator (paper Sec. 4.2, L = L_u + L_f + L_J + L_k) and publish them.
 
 The embedded default (dSprites VAE; potentials 0-4 follow the five factor moves through L_z, paper eq. 8, and
-5-7 learn without labels; about 4.5 minutes on 2 CPU cores):
+5-7 learn without labels; about 4 minutes on 2 CPU cores):
 
     python train/fit.py --generator hub_models/dsprites-vae --num-potentials 8 --num-timesteps 10 \\
-        --max-steps 1500 --supervision dsprites --factor-regressor hub_models/dsprites-factor-regressor \\
-        --output-dir hub_models/dsprites-vae-potentials
+        --max-steps 1500 --no-output-tanh --supervision dsprites \\
+        --factor-regressor hub_models/dsprites-factor-regressor --output-dir hub_models/dsprites-vae-potentials
 
 Publish to the Hub (one commit with weights, config and card) and continue an interrupted run:
 
@@ -42,7 +42,7 @@ from pdetraversal.transitions import dsprites_matching_loss  # noqa: E402
 
 CHECKPOINT = "checkpoint.safetensors"
 # Arguments that define the model and the optimisation: a resumed run must use the same ones.
-RESUME_MUST_MATCH = ("generator", "revision", "num_potentials", "num_timesteps", "hidden_dim", "step_size",
+RESUME_MUST_MATCH = ("generator", "revision", "num_potentials", "num_timesteps", "hidden_dim", "output_tanh", "step_size",
                      "batch_size", "lr", "seed", "laplacian", "num_probes", "supervision")
 
 
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--num-potentials", type=positive(int), default=8, help="K, the number of potentials (default 8)")
     m.add_argument("--num-timesteps", type=positive(int), default=10, help="T, the traversal length trained for (>= 2, default 10)")
     m.add_argument("--hidden-dim", type=positive(int), help="width of each potential's MLP (default: the latent dim, as in the paper)")
+    m.add_argument("--output-tanh", action=argparse.BooleanOptionalAction, default=True,
+                   help="end each potential with tanh, so |u| < 1, as the paper does except for StyleGAN2 (default on); "
+                        "a bounded u cannot keep a large step over a long path: its gradient integrates to at most 2")
     m.add_argument("--step-size", type=positive(float), default=1.0, help="step size of the flow during training and the default for traversals (default 1.0)")
     m.add_argument("--supervision", choices=("none", "dsprites"), default="none",
                    help="none: every potential learns without labels (L_J + L_k). dsprites: potentials 0-4 also follow "
@@ -172,7 +175,8 @@ def load_checkpoint(path: Path, flow, classifier, optimizer, args) -> int:
     return int(meta["step"])
 
 
-def write_card(args, flow, final: dict, seconds: float, report: dict | None, argv) -> None:
+def write_card(args, flow, final: dict, seconds: float, report: dict | None, argv,
+               prior_report: dict | None = None) -> None:
     from pdetraversal.factors import format_report
 
     is_hub = not os.path.isdir(resolve_source(args.generator))
@@ -238,6 +242,11 @@ frames = gen.decode(path.flatten(0, 1))
             f"{'yes' if m['num_covered'] == 5 else 'no'} ({m['num_covered']} of 5).",
             f"- Auxiliary classifier accuracy >= 90%: {'yes' if final['acc'] >= 0.9 else 'no'} ({final['acc']:.1%}).",
         ]
+        if prior_report is not None:
+            p = prior_report["summary"]
+            verdict.append(f"- The same measured from {prior_report['settings']['num_samples']} starts z0 ~ N(0, I) "
+                           f"instead: {p['num_disentangled']} of {p['num_potentials']} with one factor at >= 60%, "
+                           f"{p['num_covered']} of 5 factors covered ({', '.join(p['covered_factors']) or 'none'}).")
         text += ("\n### Against the aims\n\n" + "\n".join(verdict) + "\n\nThe factors are read by a regressor from the "
                  "generator's decoded frames, so a factor the generator draws poorly (see its card) reads as changing "
                  "along every traversal; the next-largest column then tells the potentials apart.\n")
@@ -271,7 +280,7 @@ def main(argv=None) -> int:
 
     torch.manual_seed(args.seed)
     flow = PotentialFlow(generator.latent_dim, args.num_potentials, args.hidden_dim, args.num_timesteps, args.step_size,
-                         generator=args.generator, generator_revision=pin, labels=args.labels).to(args.device)
+                         output_tanh=args.output_tanh, generator=args.generator, generator_revision=pin, labels=args.labels).to(args.device)
     classifier = PairClassifier(args.num_potentials, channels=x.shape[1], image_size=max(x.shape[2:])).to(args.device)
     optimizer = torch.optim.Adam([*flow.parameters(), *classifier.parameters()], lr=args.lr)
     losses = LossConfig(args.w_initial, args.w_pde, args.w_jacobian, args.w_classifier, args.jacobian_saturation,
@@ -305,17 +314,21 @@ def main(argv=None) -> int:
     seconds = time.time() - began
     final = {k: sum(h[k] for h in history) / len(history) for k in history[0]} if history else {}
 
-    report = None
+    report = prior_report = None
     if args.factor_regressor:
         from pdetraversal.factors import FactorRegressor, factor_report, report_labels
 
-        report = factor_report(flow, generator, FactorRegressor.from_pretrained(resolve_source(args.factor_regressor)))
+        regressor = FactorRegressor.from_pretrained(resolve_source(args.factor_regressor))
+        # Traversals of encoded sprites when the generator can encode; the prior-start numbers go in the card too.
+        can_encode = callable(getattr(generator, "encode", None))
+        report = factor_report(flow, generator, regressor, starts="encoded" if can_encode else "prior")
+        prior_report = factor_report(flow, generator, regressor) if can_encode else None
         if args.labels is None:
             flow.set_labels(report_labels(report))
 
     flow.cpu().save_pretrained(out)
     if final:
-        write_card(args, flow, final, seconds, report, argv)
+        write_card(args, flow, final, seconds, report, argv, prior_report)
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete; DIR now holds only the published files
     print(f"saved {flow.num_potentials} potentials to {out}" + (f" (classifier accuracy {final['acc']:.1%})" if final else ""))
 
