@@ -154,8 +154,7 @@ def traverse(models: ModelCache, seed, k, num_steps, step_size, source, revision
     z0 = gen.sample_latent(1, seed=seed)
     # All K paths from z0 at once (cheap: no decoding) for the trajectory plot; column k is the one shown.
     num_potentials = flow.num_potentials
-    paths = traverse_both_ways(flow, z0.expand(num_potentials, -1), torch.arange(num_potentials),
-                                      num_steps, step_size)
+    paths = traverse_both_ways(flow, z0.expand(num_potentials, -1), torch.arange(num_potentials), num_steps, step_size)
     frames = plots.decode_frames(gen, paths[:, k:k + 1])[:, 0]
     strip = plots.image_strip(frames, highlight=num_steps)
     gif = plots.animated_gif(frames, _fresh_gif_path())

@@ -9,7 +9,8 @@
   u = const), and the pixel mean rather than the sum makes τ independent of the image size.
 - `classifier_loss`: L_k, cross-entropy of the auxiliary classifier predicting k from (x_t, x_{t+1}).
 - `latent_matching_loss`: L_z (eq. 8) for the supervised setting (used by `pdetraversal.transitions`).
-- `negative_elbo`: L_x, the VAE's negative ELBO (Bernoulli pixels) of decoded codes.
+- `negative_elbo`: L_x, the VAE's negative ELBO (Bernoulli pixels) of decoded codes; `elbo_terms` its two parts,
+  `kl_per_coordinate` the KL of each latent coordinate.
 """
 from __future__ import annotations
 
@@ -47,11 +48,15 @@ def latent_matching_loss(z_t: torch.Tensor, z_hat_t: torch.Tensor, z_next: torch
     return (z_t - z_hat_t).pow(2).sum(-1) + (z_next - z_t - velocity_hat).pow(2).sum(-1)
 
 
+def kl_per_coordinate(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z_j|x) ‖ N(0, 1)) of each coordinate of a diagonal Gaussian posterior -> same shape as mu."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
 def elbo_terms(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor):
     """Per sample: (−log p(x|z) for Bernoulli pixels summed over pixels, KL(q(z|x) ‖ N(0, I))), each (B,)."""
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
-    return recon, kl
+    return recon, kl_per_coordinate(mu, logvar).sum(-1)
 
 
 def negative_elbo(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,

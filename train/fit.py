@@ -35,6 +35,7 @@ from tqdm import tqdm  # noqa: E402
 
 from hub_models import load_generator, resolve_source  # noqa: E402
 from pdetraversal import PotentialFlow  # noqa: E402
+from pdetraversal.dsprites import FACTOR_NAMES  # noqa: E402
 from pdetraversal.classifier import PairClassifier  # noqa: E402
 from pdetraversal.hub import CheckpointError  # noqa: E402
 from pdetraversal.training import LossConfig, training_step  # noqa: E402
@@ -120,8 +121,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--num-timesteps must be >= 2 (a traversal needs at least one step after t = 0)")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push-to-hub needs --hub-model-id")
-    if args.supervision == "dsprites" and args.num_potentials < 5:
-        parser.error(f"--supervision dsprites ties potentials 0-4 to the five factors: needs --num-potentials >= 5, got {args.num_potentials}")
+    if args.supervision == "dsprites" and args.num_potentials < len(FACTOR_NAMES):
+        parser.error(f"--supervision dsprites ties potentials 0-4 to the five factors: needs --num-potentials >= "
+                     f"{len(FACTOR_NAMES)}, got {args.num_potentials}")
     if args.labels is not None:
         args.labels = [s.strip() for s in args.labels.split(",")]
         if len(args.labels) != args.num_potentials:
@@ -287,7 +289,7 @@ def main(argv=None) -> int:
                         args.laplacian, args.num_probes)
     start = load_checkpoint(out / CHECKPOINT, flow, classifier, optimizer, args) if args.resume else 0
 
-    supervised = 5 if args.supervision == "dsprites" else 0
+    supervised = len(FACTOR_NAMES) if args.supervision == "dsprites" else 0  # potentials 0-4, one per factor
     history: list[dict] = []
     began = time.time()
     bar = tqdm(range(start, args.max_steps), initial=start, total=args.max_steps, disable=args.no_progress,

@@ -79,7 +79,7 @@ def latent_factors(model: DSpritesVAE, num: int = 5000, seed: int = 54321) -> li
     first, second, factor = dsprites.one_factor_pairs(num, seed=seed)
     mu1, logvar1 = model.encode(dsprites.render(first))
     mu2, _ = model.encode(dsprites.render(second))
-    kl = 0.5 * (mu1.pow(2) + logvar1.exp() - 1.0 - logvar1).mean(0)
+    kl = losses.kl_per_coordinate(mu1, logvar1).mean(0)
     moves = torch.stack([(mu2 - mu1)[factor == f].abs().mean(0) for f in range(len(dsprites.FACTOR_NAMES))], 1)
     return [{"kl": kl[j].item(), "moves": dict(zip(dsprites.FACTOR_NAMES, moves[j].tolist()))} for j in range(len(kl))]
 
