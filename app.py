@@ -6,10 +6,12 @@ The pictures come from `pdetraversal.plots`; loading (with a download cap for Hu
     PDETRAVERSAL_POTENTIALS=user/repo python app.py   # another default: a Hub repo id or a folder
 
 API endpoints (gradio_client), arguments in this order:
-    /traverse (seed, k, num_steps, step_size, source, revision) -> strip PNG, GIF, landscape PNG, trajectory PNG
-    /overview (seed, num_steps, step_size, source, revision)    -> PNG, one row per potential k
-    /load     (source, revision)                                 -> info text (Markdown)
-`source` is a Hub repo id or a folder; `revision` a branch, tag or commit ("" for the default).
+    /traverse (seed, k, num_steps, step_size, source, revision, start) -> strip PNG, GIF, landscape PNG, trajectory PNG
+    /overview (seed, num_steps, step_size, source, revision, start)    -> PNG, one row per potential k
+    /load     (source, revision)                                        -> info text (Markdown)
+`source` is a Hub repo id or a folder; `revision` a branch, tag or commit ("" for the default); `start` "data" (z0
+encodes a fresh training image, for generators that can: `Generator.data_latent`) or "prior" (z0 ~ N(0, I)); it
+may be left out ("prior", as before this argument existed; the page itself preselects "data" where it can).
 """
 from __future__ import annotations
 
@@ -50,7 +52,8 @@ A generator maps a latent code z to an image. This Space moves z along **learned
 (Song, Keller, Sebe, Welling, ICML 2023, [arXiv:2304.12944](https://arxiv.org/abs/2304.12944)):
 each of K scalar potentials u<sup>k</sup>(z, t) defines a traversal z<sub>t+1</sub> = z<sub>t</sub> ± ∇<sub>z</sub>u<sup>k</sup>(z<sub>t</sub>, t)
 that should change one thing about the image (shape, scale, rotation, position...).
-**k** picks the potential; the **seed** picks the starting code z<sub>0</sub> (marked orange in the strips).
+**k** picks the potential; the **seed** picks the starting code z<sub>0</sub> (marked orange in the strips): the
+code of a training image, for generators that can encode one, or a sample of the prior N(0, I).
 Below the images: u<sup>k</sup>(·, t) on the plane through z<sub>0</sub> spanned by the path's two principal directions
 (arrows: the gradient field the traversal follows) and the path's coordinates against t.
 Potentials load from a folder or a Hub repo id (user-typed repos up to {MAX_HUB_DOWNLOAD_MB} MB);
@@ -142,8 +145,22 @@ def _fresh_gif_path() -> Path:
     return GIF_DIR / f"traversal-{uuid.uuid4().hex[:12]}.gif"
 
 
+def _default_start(generator) -> str:
+    return "data" if generator.data_latent(1, seed=0) is not None else "prior"
+
+
+def _start_latent(generator, seed: int, start) -> torch.Tensor:
+    """z0 for the seed: a training image's code ("data") or a prior sample ("prior")."""
+    if start not in ("data", "prior"):
+        raise gr.Error(f"start must be 'data' or 'prior', got {start!r}.")
+    z0 = generator.data_latent(1, seed=seed) if start == "data" else generator.sample_latent(1, seed=seed)
+    if z0 is None:
+        raise gr.Error(f"{type(generator).__name__} cannot encode training images: start from 'prior' instead.")
+    return z0
+
+
 # ------------------------------------------------------------------------------------------- handlers
-def traverse(models: ModelCache, seed, k, num_steps, step_size, source, revision):
+def traverse(models: ModelCache, seed, k, num_steps, step_size, source, revision, start="prior"):
     """-> (strip image, GIF path, landscape image, trajectory image) for potential k from the seed's z0."""
     loaded = models.get(source, revision)
     flow, gen = loaded.flow, loaded.generator
@@ -151,7 +168,7 @@ def traverse(models: ModelCache, seed, k, num_steps, step_size, source, revision
     k = _integer(k, "k (potential index)", 0, flow.num_potentials - 1)
     num_steps = _integer(num_steps, "number of steps", 1, MAX_STEPS)
     step_size = _step_size(step_size)
-    z0 = gen.sample_latent(1, seed=seed)
+    z0 = _start_latent(gen, seed, start)
     # All K paths from z0 at once (cheap: no decoding) for the trajectory plot; column k is the one shown.
     num_potentials = flow.num_potentials
     paths = traverse_both_ways(flow, z0.expand(num_potentials, -1), torch.arange(num_potentials), num_steps, step_size)
@@ -165,13 +182,13 @@ def traverse(models: ModelCache, seed, k, num_steps, step_size, source, revision
     return strip, str(gif), landscape, trajectory
 
 
-def overview(models: ModelCache, seed, num_steps, step_size, source, revision):
+def overview(models: ModelCache, seed, num_steps, step_size, source, revision, start="prior"):
     """-> one image, a row per potential k, all from the seed's z0."""
     loaded = models.get(source, revision)
     seed = _integer(seed, "seed", 0, MAX_SEED)
     num_steps = _integer(num_steps, "number of steps", 1, MAX_STEPS)
     step_size = _step_size(step_size)
-    z0 = loaded.generator.sample_latent(1, seed=seed)
+    z0 = _start_latent(loaded.generator, seed, start)
     return plots.overview(loaded.flow, loaded.generator, z0, num_steps, step_size)
 
 
@@ -188,17 +205,18 @@ def build_demo(default_potentials: str | None = None) -> gr.Blocks:
     flow = default.flow
 
     # Thin wrappers: gradio names the API parameters after these signatures.
-    def traverse_fn(seed, k, num_steps, step_size, source, revision):
-        return traverse(models, seed, k, num_steps, step_size, source, revision)
+    def traverse_fn(seed, k, num_steps, step_size, source, revision, start):
+        return traverse(models, seed, k, num_steps, step_size, source, revision, start)
 
-    def overview_fn(seed, num_steps, step_size, source, revision):
-        return overview(models, seed, num_steps, step_size, source, revision)
+    def overview_fn(seed, num_steps, step_size, source, revision, start):
+        return overview(models, seed, num_steps, step_size, source, revision, start)
 
     def load_fn(source, revision):
         return models.get(source, revision).info
 
-    def k_choices_fn(source, revision):  # runs after a successful load, from the cache
-        return gr.Dropdown(choices=_k_choices(models.get(source, revision).flow), value=0)
+    def after_load_fn(source, revision):  # runs after a successful load, from the cache
+        loaded = models.get(source, revision)
+        return gr.Dropdown(choices=_k_choices(loaded.flow), value=0), _default_start(loaded.generator)
 
     with gr.Blocks(title="Potential-flow latent traversals") as demo:
         gr.Markdown(HEADER)
@@ -217,6 +235,8 @@ def build_demo(default_potentials: str | None = None) -> gr.Blocks:
                                   label="Steps each way")
             step_size = gr.Slider(0.0, MAX_STEP_SIZE, value=min(flow.step_size, MAX_STEP_SIZE), step=0.05,
                                   label="Step size")
+            start = gr.Radio([("a training image, encoded", "data"), ("a prior sample N(0, I)", "prior")],
+                             value="prior", label="Start z0 from")
         run_btn = gr.Button("Run", variant="primary")
         # Strip and overview carry their titles above them: a label badge would hide the first frames.
         gr.Markdown("**Traversal of potential k:** − end ← z<sub>0</sub> (between the orange bars) → + end")
@@ -232,15 +252,18 @@ def build_demo(default_potentials: str | None = None) -> gr.Blocks:
         overview_img = gr.Image(type="pil", format="png", show_label=False, elem_id="overview")
 
         seed_btn.click(lambda: random.randint(0, MAX_SEED), None, seed, queue=False, api_visibility="private")
+        # The API's default start stays "prior"; each page opens on real images where the generator can encode them.
+        demo.load(lambda src, rev: _default_start(models.get(src, rev).generator), [source, revision], [start],
+                  api_visibility="private")
         # /load answers with the info text only; the k menu is refreshed by a private follow-up step.
         for trigger, api_name in ((load_btn.click, "load"), (source.submit, None)):
             trigger(load_fn, [source, revision], [info], api_name=api_name,
                     api_visibility="public" if api_name else "private"
-                    ).success(k_choices_fn, [source, revision], [k], api_visibility="private")
+                    ).success(after_load_fn, [source, revision], [k, start], api_visibility="private")
         # Both renderers share one concurrency slot pair so a click never runs more than two jobs at once.
-        run_btn.click(traverse_fn, [seed, k, num_steps, step_size, source, revision],
+        run_btn.click(traverse_fn, [seed, k, num_steps, step_size, source, revision, start],
                       [strip, gif, landscape, trajectory], api_name="traverse", concurrency_id="render")
-        run_btn.click(overview_fn, [seed, num_steps, step_size, source, revision], [overview_img],
+        run_btn.click(overview_fn, [seed, num_steps, step_size, source, revision, start], [overview_img],
                       api_name="overview", concurrency_id="render")
     demo.queue(default_concurrency_limit=2, max_size=16)
     return demo

@@ -19,7 +19,8 @@ REGISTRY: dict[str, type["Generator"]] = {}
 
 
 class Generator(nn.Module, HubModule, library_name="pdetraversal", tags=["pdetraversal-generator"]):
-    """A frozen generator: `latent_dim`, `sample_latent(n, seed)`, `decode(z)` -> images in [0, 1]."""
+    """A frozen generator: `latent_dim`, `sample_latent(n, seed)`, `decode(z)` -> images in [0, 1], and optionally
+    `data_latent(n, seed)`."""
 
     latent_dim: int
 
@@ -35,6 +36,11 @@ class Generator(nn.Module, HubModule, library_name="pdetraversal", tags=["pdetra
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(n, latent_dim) -> (n, C, H, W) in [0, 1]; differentiable in z."""
         raise NotImplementedError
+
+    def data_latent(self, n: int, seed: int | None = None) -> torch.Tensor | None:
+        """Codes of n fresh images of the training data (e.g. a VAE's posterior means), or None when the generator
+        cannot encode or has no data source. Traversals from these start at real images, not at prior samples."""
+        return None
 
     def check_latent(self, z: torch.Tensor) -> None:
         if z.ndim != 2 or z.shape[1] != self.latent_dim:

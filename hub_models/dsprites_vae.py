@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pdetraversal import dsprites
+
 from .base import Generator
 
 
@@ -53,6 +55,11 @@ class DSpritesVAE(Generator):
             raise ValueError(f"DSpritesVAE.encode expects images of shape (B, 1, 64, 64), got {tuple(x.shape)}")
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar
+
+    @torch.no_grad()
+    def data_latent(self, n: int, seed: int | None = None) -> torch.Tensor:
+        """Posterior means of n fresh procedural dSprites (`dsprites.sample(n, seed)`): codes of real sprites."""
+        return self.encode(dsprites.sample(n, seed)[0].to(self.device))[0]
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """(B, latent_dim) -> Bernoulli logits (B, 1, 64, 64)."""

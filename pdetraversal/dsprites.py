@@ -40,7 +40,7 @@ semi-axis) fits in the 33x33 canvas centred on the sprite, so no sprite is ever 
 Speed: the 3*6*40 = 720 centred sprites are rasterised once (cached, about a second), then each image is one
 integer shift of a cached sprite, vectorised with numpy fancy indexing: 10k images take a fraction of a second.
 
-Public API: ``FACTOR_NAMES``, ``FACTOR_SIZES``, ``render(indices)``, ``sample(n, seed)``,
+Public API: ``FACTOR_NAMES``, ``FACTOR_SIZES``, ``ORIENTATION_PERIOD``, ``render(indices)``, ``sample(n, seed)``,
 ``factor_values(indices)``, ``random_factors(n, seed)``, ``one_factor_pairs(n, seed)``.
 """
 from __future__ import annotations
@@ -54,6 +54,9 @@ import torch
 FACTOR_NAMES = ("shape", "scale", "orientation", "x", "y")
 FACTOR_SIZES = (3, 6, 40, 32, 32)
 SHAPE_NAMES = ("square", "ellipse", "heart")
+# Orientation indices after which each shape's image repeats: a square is unchanged by a quarter turn (10 steps of
+# 9 degrees), an ellipse by a half turn, a heart only by a full turn.
+ORIENTATION_PERIOD = (10, 20, 40)
 
 IMAGE_SIZE = 64
 UNIT_PX = 9.7  # pixels per shape unit at scale 1
@@ -185,6 +188,6 @@ def factor_values(indices) -> torch.Tensor:
 
 
 __all__ = [
-    "FACTOR_NAMES", "FACTOR_SIZES", "SHAPE_NAMES", "SCALES", "ORIENTATIONS", "POSITIONS", "SHAPE_AREAS", "UNIT_PX",
+    "FACTOR_NAMES", "FACTOR_SIZES", "SHAPE_NAMES", "ORIENTATION_PERIOD", "SCALES", "ORIENTATIONS", "POSITIONS", "SHAPE_AREAS", "UNIT_PX",
     "centred_sprites", "render", "random_factors", "one_factor_pairs", "sample", "factor_values",
 ]

@@ -11,8 +11,9 @@ known transformations are the five factor moves: potential k < 5 is tied to fact
 and moves it to its next value (shape: square -> ellipse -> heart; the others one grid step). No sequence of moves
 closes a loop: a potential flow is a gradient field, and a gradient field cannot carry a code around a closed loop
 (its circulation is zero), so a cyclic move has no potential to learn. Hence the moves never wrap around
-(heart -> square), and rotations stay within the first quarter turn (0 to 81 degrees): a square is the same image
-after a quarter turn, so rotating further closes a loop in image space, and so in the latent space of any encoder.
+(heart -> square), and rotations stay within one period of the shape's symmetry (`dsprites.ORIENTATION_PERIOD`:
+a square from 0 to 81 degrees, an ellipse to 171, a heart to 351): a square is the same image after a quarter turn,
+so rotating further closes a loop in image space, and so in the latent space of any encoder.
 A pair (x_a, x_b) that differs by that one move is encoded (posterior means z_a, z_b); the move should take
 `STEPS_PER_MOVE[f]` traversal steps, so at a point ẑ = z_a + s·(z_b − z_a), s ~ U[0, 1), on the segment between the
 two codes, the step must be (z_b − z_a) / STEPS_PER_MOVE[f]. With ẑ on the segment, eq. 8 reads
@@ -39,21 +40,25 @@ from . import dsprites, losses
 # cover 20 of the 32 positions; orientation: 9 degrees per step (a square's 90-degree symmetry in 10 steps); scale:
 # half a value per step (the 6 values in 10 steps); shape: a change of shape every 5 steps.
 STEPS_PER_MOVE = {"shape": 5, "scale": 2, "orientation": 1, "x": 1, "y": 1}
-# How many of a factor's values (from the first) the moves run over: orientation only 0-81 degrees (see above).
-MOVE_SPAN = {"shape": 3, "scale": 6, "orientation": 10, "x": 32, "y": 32}
+# How many of a factor's values (from the first) the moves run over; for orientation, per shape (see above).
+MOVE_SPAN = {"shape": 3, "scale": 6, "orientation": dsprites.ORIENTATION_PERIOD, "x": 32, "y": 32}
 
 
 def dsprites_moves(n: int, seed=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """n one-move pairs for the five factors: (first indices (n, 5), second indices (n, 5), factor (n,)).
 
-    The factor is uniform over the five; both values lie within the factor's first `MOVE_SPAN` values."""
+    The factor is uniform over the five; both values lie within the factor's first `MOVE_SPAN` values (for
+    orientation, the first period of the pair's shape)."""
     first = dsprites.random_factors(n, seed)
     rng = np.random.default_rng(None if seed is None else (*np.atleast_1d(seed).tolist(), 11))
     factor = torch.from_numpy(rng.integers(0, len(dsprites.FACTOR_NAMES), size=n))
     second = first.clone()
     for f, name in enumerate(dsprites.FACTOR_NAMES):
         rows = factor == f
-        first[rows, f] = torch.from_numpy(rng.integers(0, MOVE_SPAN[name] - 1, size=int(rows.sum())))
+        span = np.asarray(MOVE_SPAN[name])
+        if name == "orientation":  # one period of each pair's shape
+            span = span[first[rows, 0].numpy()]
+        first[rows, f] = torch.from_numpy(rng.integers(0, span - 1, size=int(rows.sum())))
         second[rows, f] = first[rows, f] + 1
     return first, second, factor
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 import app
 from hub_models import MLPGenerator
-from pdetraversal import PotentialFlow, plots
+from pdetraversal import PotentialFlow, dsprites, plots
 
 STEPS = 3
 
@@ -114,6 +114,17 @@ def test_bad_inputs_give_clear_errors(client, fixtures, args, message):
     assert "Traceback" not in str(err.value)
 
 
+def test_start_defaults_to_prior_and_data_needs_an_encoder(client, fixtures):
+    # Calls written before the start argument existed get the prior, as they did then.
+    omitted = client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", api_name="/traverse")[0]
+    prior = client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", "prior", api_name="/traverse")[0]
+    assert np.array_equal(np.asarray(Image.open(omitted)), np.asarray(Image.open(prior)))
+    with pytest.raises(Exception, match="MLPGenerator cannot encode training images: start from 'prior' instead"):
+        client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", "data", api_name="/traverse")
+    with pytest.raises(Exception, match="cannot encode"):
+        client.predict(7, STEPS, 0.8, fixtures["main"], "", "data", api_name="/overview")
+
+
 @pytest.mark.parametrize("source, message", [
     ("/no/such/folder", "'/no/such/folder' is neither an existing folder nor a valid Hub repo id"),
     ("   ", "Enter a Hub repo id"),
@@ -165,6 +176,26 @@ def test_hub_repo_size_cap(hub, fixtures, monkeypatch):
         app.ModelCache().get("tester/app-potentials")
     with pytest.raises(app.gr.Error, match="not found"):
         app.ModelCache().get("tester/no-such-repo")
+
+
+def test_shipped_default_starts_from_encoded_sprites():
+    # "data" starts at the VAE's code of the seed's dSprites image: the strip's z0 frame is its reconstruction.
+    models = app.ModelCache()
+    gen = models.get(app.SHIPPED_POTENTIALS).generator
+    assert app._default_start(gen) == "data"
+    z0 = app._start_latent(gen, 5, "data")
+    image = dsprites.sample(1, seed=5)[0]
+    with torch.no_grad():
+        assert torch.equal(z0, gen.encode(image)[0])
+        recon = gen.decode(z0)
+    assert ((recon > 0.5) == (image > 0.5)).float().mean() > 0.98
+    strip = app.traverse(models, 5, 2, 4, 1.0, app.SHIPPED_POTENTIALS, "", "data")[0]
+    tile = 64 * plots.upscale_factor(64, 64, 128)
+    z0_tile = np.asarray(strip)[:, 4 * (tile + 4):4 * (tile + 4) + tile]  # frame 4 of 9: z0
+    expected = np.asarray(plots.image_strip(recon))
+    assert np.abs(z0_tile.astype(int) - expected.astype(int)).max() <= 1
+    assert not np.array_equal(np.asarray(strip), np.asarray(app.traverse(
+        models, 5, 2, 4, 1.0, app.SHIPPED_POTENTIALS, "", "prior")[0]))
 
 
 def test_shipped_default_loads_and_renders():

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 import app
 from pdetraversal import plots
@@ -71,3 +71,28 @@ def test_pick_k_run_and_see_every_picture(served, tmp_path):
             assert (tmp_path / "space.png").stat().st_size > 10_000
         finally:
             browser.close()
+
+
+def test_shipped_default_page_starts_from_an_encoded_sprite(tmp_path):
+    # The API's default start is the prior; the page itself switches to encoded sprites when the generator can.
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (never download a browser)")
+    demo = app.build_demo(app.SHIPPED_POTENTIALS)
+    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1800})
+                page.goto(demo.local_url)
+                expect(page.get_by_label("a training image, encoded")).to_be_checked(timeout=60_000)
+                page.get_by_role("button", name="Run").click()
+                page.wait_for_function(LOADED, arg="#strip img", timeout=60_000)
+                src = page.eval_on_selector("#strip img", "i => i.src")
+                shown = Image.open(io.BytesIO(page.request.get(src).body()))
+                expected = app.traverse(app.ModelCache(), 0, 0, 10, 1.0, app.SHIPPED_POTENTIALS, "", "data")[0]
+                assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(expected))
+            finally:
+                browser.close()
+    finally:
+        demo.close()

@@ -140,6 +140,11 @@ def test_symmetries_of_the_orientation_grid():
     assert (s[SQUARE, :, :30] != s[SQUARE, :, 10:]).sum(axis=(2, 3)).max() <= 4
     assert (s[ELLIPSE, :, :20] != s[ELLIPSE, :, 20:]).sum(axis=(2, 3)).max() <= 4
     assert (s[HEART, 5, 0] != s[HEART, 5, 20]).sum() > 50  # a heart does not
+    # ORIENTATION_PERIOD names those periods; half a period is a different image
+    for shape, period in enumerate(ds.ORIENTATION_PERIOD):
+        if period < 40:
+            assert (s[shape, :, :40 - period] != s[shape, :, period:]).sum(axis=(2, 3)).max() <= 4
+        assert (s[shape, 5, 0] != s[shape, 5, period // 2]).sum() > 50
 
 
 def test_centroid_is_the_position():

@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     w = p.add_argument_group("loss weights")
     for name, default, what in (("initial", 1.0, "L_u, the initial condition"), ("pde", 1.0, "L_f, the wave equation"),
                                 ("jacobian", 1.0, "L_J, the image-space speed"), ("classifier", 1.0, "L_k, the classifier"),
-                                ("matching", 10.0, "L_z, the latent matching of --supervision")):
-        w.add_argument(f"--w-{name}", type=float, default=default, help=f"weight of {what} (default {default})")
+                                ("matching", 100.0, "L_z, the latent matching of --supervision")):
+        w.add_argument(f"--w-{name}", type=float, default=default, help=f"weight of {what} (default {default:g})")
     w.add_argument("--jacobian-saturation", type=positive(float), default=0.1,
                    help="RMS pixel change per step at which L_J stops rewarding speed (default 0.1)")
     io = p.add_argument_group("output")
