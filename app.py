@@ -66,6 +66,7 @@ class Loaded:
     flow: PotentialFlow
     generator: torch.nn.Module
     info: str
+    start: str  # where the page starts z0: "data" when the generator can encode training images, else "prior"
 
 
 class ModelCache:
@@ -106,7 +107,8 @@ def _load(source: str, revision: str | None) -> Loaded:
     info = (f"**{where}**: K = {flow.num_potentials} potentials over a {flow.latent_dim}-dim latent space, trained "
             f"for T = {flow.num_timesteps} steps of size {flow.step_size:g}. Generator: `{flow.config['generator']}` "
             f"({type(generator).__name__}, images {'×'.join(map(str, shape))}).")
-    return Loaded(flow, generator, info)
+    start = "data" if generator.data_latent(1, seed=0) is not None else "prior"
+    return Loaded(flow, generator, info, start)
 
 
 # ------------------------------------------------------------------------------------------- input checks
@@ -143,10 +145,6 @@ def _fresh_gif_path() -> Path:
         except FileNotFoundError:  # another request removed it first
             pass
     return GIF_DIR / f"traversal-{uuid.uuid4().hex[:12]}.gif"
-
-
-def _default_start(generator) -> str:
-    return "data" if generator.data_latent(1, seed=0) is not None else "prior"
 
 
 def _start_latent(generator, seed: int, start) -> torch.Tensor:
@@ -216,7 +214,7 @@ def build_demo(default_potentials: str | None = None) -> gr.Blocks:
 
     def after_load_fn(source, revision):  # runs after a successful load, from the cache
         loaded = models.get(source, revision)
-        return gr.Dropdown(choices=_k_choices(loaded.flow), value=0), _default_start(loaded.generator)
+        return gr.Dropdown(choices=_k_choices(loaded.flow), value=0), loaded.start
 
     with gr.Blocks(title="Potential-flow latent traversals") as demo:
         gr.Markdown(HEADER)
@@ -253,7 +251,7 @@ def build_demo(default_potentials: str | None = None) -> gr.Blocks:
 
         seed_btn.click(lambda: random.randint(0, MAX_SEED), None, seed, queue=False, api_visibility="private")
         # The API's default start stays "prior"; each page opens on real images where the generator can encode them.
-        demo.load(lambda src, rev: _default_start(models.get(src, rev).generator), [source, revision], [start],
+        demo.load(lambda src, rev: models.get(src, rev).start, [source, revision], [start],
                   api_visibility="private")
         # /load answers with the info text only; the k menu is refreshed by a private follow-up step.
         for trigger, api_name in ((load_btn.click, "load"), (source.submit, None)):

@@ -119,6 +119,7 @@ def test_start_defaults_to_prior_and_data_needs_an_encoder(client, fixtures):
     omitted = client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", api_name="/traverse")[0]
     prior = client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", "prior", api_name="/traverse")[0]
     assert np.array_equal(np.asarray(Image.open(omitted)), np.asarray(Image.open(prior)))
+    assert app.ModelCache().get(fixtures["main"]).start == "prior"  # what the page preselects for it
     with pytest.raises(Exception, match="MLPGenerator cannot encode training images: start from 'prior' instead"):
         client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", "data", api_name="/traverse")
     with pytest.raises(Exception, match="cannot encode"):
@@ -181,8 +182,9 @@ def test_hub_repo_size_cap(hub, fixtures, monkeypatch):
 def test_shipped_default_starts_from_encoded_sprites():
     # "data" starts at the VAE's code of the seed's dSprites image: the strip's z0 frame is its reconstruction.
     models = app.ModelCache()
-    gen = models.get(app.SHIPPED_POTENTIALS).generator
-    assert app._default_start(gen) == "data"
+    loaded = models.get(app.SHIPPED_POTENTIALS)
+    gen = loaded.generator
+    assert loaded.start == "data"
     z0 = app._start_latent(gen, 5, "data")
     image = dsprites.sample(1, seed=5)[0]
     with torch.no_grad():

@@ -278,9 +278,10 @@ def main(argv=None) -> int:
     except (CheckpointError, ValueError, OSError) as e:
         raise SystemExit(f"error: cannot load --generator {args.generator}: {e}") from None
     x = generator.decode(generator.sample_latent(1, seed=0))
-    if args.supervision == "dsprites" and not (callable(getattr(generator, "encode", None)) and tuple(x.shape[1:]) == (1, 64, 64)):
+    can_encode = callable(getattr(generator, "encode", None))
+    if args.supervision == "dsprites" and not (can_encode and tuple(x.shape[1:]) == (1, 64, 64)):
         raise SystemExit(f"error: --supervision dsprites needs a 64x64 one-channel generator with encode(); "
-                         f"{args.generator} gives {tuple(x.shape[1:])} images" + ("" if hasattr(generator, "encode") else " and has no encode()"))
+                         f"{args.generator} gives {tuple(x.shape[1:])} images" + ("" if can_encode else " and has no encode()"))
 
     torch.manual_seed(args.seed)
     flow = PotentialFlow(generator.latent_dim, args.num_potentials, args.hidden_dim, args.num_timesteps, args.step_size,
@@ -324,7 +325,6 @@ def main(argv=None) -> int:
 
         regressor = FactorRegressor.from_pretrained(resolve_source(args.factor_regressor))
         # Traversals of encoded sprites when the generator can encode; the prior-start numbers go in the card too.
-        can_encode = callable(getattr(generator, "encode", None))
         report = factor_report(flow, generator, regressor, starts="encoded" if can_encode else "prior")
         prior_report = factor_report(flow, generator, regressor) if can_encode else None
         if args.labels is None:
