@@ -1,5 +1,5 @@
 """A convolutional VAE for 64x64 binary images: the generator G = sigmoid(Dec(z)) of the paper's dSprites setting
-(Sec. 4), trained by `train/train_vae.py` on procedural dSprites (`pdetraversal.dsprites`).
+(Sec. 4), trained by `train/train_vae.py` on procedural dSprites (`pdetraversal.data.dsprites`).
 
 Encoder q(z|x) = N(mu(x), diag(exp(logvar(x)))): four 4x4 stride-2 convolutions (64 -> 32 -> 16 -> 8 -> 4 pixels,
 channels w, w, 2w, 2w) with ReLU, then Linear(2w*16, hidden) -> ReLU -> Linear(hidden, 2*latent_dim).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pdetraversal import dsprites
+from pdetraversal.data import dsprites
 
 from .base import Generator
 

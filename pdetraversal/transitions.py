@@ -34,7 +34,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import dsprites, losses
+from . import losses
+from .data import dsprites
 
 # Traversal steps one grid move of each factor takes. x, y: one position (of 32) per step, so T = 10 steps each way
 # cover 20 of the 32 positions; orientation: 9 degrees per step (a square's 90-degree symmetry in 10 steps); scale:

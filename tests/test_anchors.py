@@ -1,11 +1,11 @@
-"""Label anchors of the dSprites VAE's latent coordinates (pdetraversal.anchors): closed-form targets and loss."""
+"""Label anchors of the dSprites VAE's latent coordinates (pdetraversal.data.anchors): closed-form targets and loss."""
 import math
 
 import pytest
 import torch
 
-from pdetraversal import dsprites
-from pdetraversal.anchors import ANCHOR_NAMES, ORIENTATION_STEP, anchor_loss, anchor_targets
+from pdetraversal.data import dsprites
+from pdetraversal.data.anchors import ANCHOR_NAMES, ORIENTATION_STEP, anchor_loss, anchor_targets
 
 
 def rows(**factors):

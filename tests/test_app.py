@@ -14,7 +14,8 @@ from PIL import Image
 
 import app
 from hub_models import MLPGenerator
-from pdetraversal import PotentialFlow, dsprites, plots
+from pdetraversal import PotentialFlow, plots
+from pdetraversal.data import dsprites
 
 STEPS = 3
 

@@ -1,11 +1,11 @@
-"""Procedural dSprites (pdetraversal.dsprites): the factor grid, determinism, and each shape drawn as defined."""
+"""Procedural dSprites (pdetraversal.data.dsprites): the factor grid, determinism, and each shape drawn as defined."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from pdetraversal import dsprites as ds
+from pdetraversal.data import dsprites as ds
 
 SQUARE, ELLIPSE, HEART = 0, 1, 2
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from hub_models import DSpritesVAE, load_generator
-from pdetraversal import dsprites
-from pdetraversal.anchors import ORIENTATION_STEP
-from pdetraversal.factors import FactorRegressor, evaluate_regressor
+from pdetraversal.data import dsprites
+from pdetraversal.data.anchors import ORIENTATION_STEP
+from pdetraversal.metrics.factors import FactorRegressor, evaluate_regressor
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "train"))

@@ -1,4 +1,4 @@
-"""The factor regressor and the factor report of traversals (pdetraversal.factors)."""
+"""The factor regressor and the factor report of traversals (pdetraversal.metrics.factors)."""
 import math
 import sys
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pdetraversal import dsprites
-from pdetraversal.factors import (FactorRegressor, evaluate_regressor, factor_report, format_report,
+from pdetraversal.data import dsprites
+from pdetraversal.metrics.factors import (FactorRegressor, evaluate_regressor, factor_report, format_report,
                                   play_total_variation, trajectory_change)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,7 +192,7 @@ def test_train_script_tiny_run(tmp_path):
 
 
 def test_report_labels():
-    from pdetraversal.factors import report_labels
+    from pdetraversal.metrics.factors import report_labels
 
     def entry(k, change, active=True):
         total = sum(change.values())
@@ -210,7 +210,7 @@ def test_report_labels():
 def test_shipped_potentials_match_their_card(regressor):
     # The labels and the verdict in the shipped card come from this report: recompute it with the card's settings.
     from hub_models import load_flow_and_generator
-    from pdetraversal.factors import report_labels
+    from pdetraversal.metrics.factors import report_labels
 
     folder = ROOT / "hub_models" / "dsprites-vae-potentials"
     flow, generator = load_flow_and_generator(str(folder))

@@ -1,7 +1,8 @@
 """Weak supervision by known moves (pdetraversal.transitions): the dSprites moves and L_z against closed forms."""
 import torch
 
-from pdetraversal import PotentialFlow, dsprites
+from pdetraversal import PotentialFlow
+from pdetraversal.data import dsprites
 from pdetraversal.transitions import MOVE_SPAN, STEPS_PER_MOVE, dsprites_moves, matching_loss
 
 

@@ -35,7 +35,7 @@ from tqdm import tqdm  # noqa: E402
 
 from hub_models import load_generator, resolve_source  # noqa: E402
 from pdetraversal import PotentialFlow  # noqa: E402
-from pdetraversal.dsprites import FACTOR_NAMES  # noqa: E402
+from pdetraversal.data.dsprites import FACTOR_NAMES  # noqa: E402
 from pdetraversal.classifier import PairClassifier  # noqa: E402
 from pdetraversal.hub import CheckpointError  # noqa: E402
 from pdetraversal.training import LossConfig, training_step  # noqa: E402
@@ -181,7 +181,7 @@ def load_checkpoint(path: Path, flow, classifier, optimizer, args) -> int:
 
 def write_card(args, flow, final: dict, seconds: float, report: dict | None, argv,
                prior_report: dict | None = None) -> None:
-    from pdetraversal.factors import format_report
+    from pdetraversal.metrics.factors import format_report
 
     is_hub = not os.path.isdir(resolve_source(args.generator))
     data = ModelCardData(library_name="pdetraversal", license="apache-2.0",
@@ -321,7 +321,7 @@ def main(argv=None) -> int:
 
     report = prior_report = None
     if args.factor_regressor:
-        from pdetraversal.factors import FactorRegressor, factor_report, report_labels
+        from pdetraversal.metrics.factors import FactorRegressor, factor_report, report_labels
 
         regressor = FactorRegressor.from_pretrained(resolve_source(args.factor_regressor))
         # Traversals of encoded sprites when the generator can encode; the prior-start numbers go in the card too.

@@ -1,8 +1,8 @@
-"""Train the dSprites factor regressor that scores traversals (`pdetraversal.factors`), the evaluation of the
+"""Train the dSprites factor regressor that scores traversals (`pdetraversal.metrics.factors`), the evaluation of the
 paper's dSprites setting (Sec. 4) on our procedural dSprites.
 
 Every step draws a fresh batch of procedural dSprites (half of it blurred, so that soft VAE frames are read
-correctly) and minimises `pdetraversal.factors.regressor_loss` (cross-entropy on shape, MSEs on scale, x, y and
+correctly) and minimises `pdetraversal.metrics.factors.regressor_loss` (cross-entropy on shape, MSEs on scale, x, y and
 (cos 4θ, sin 4θ), plus auxiliary MSEs on θ for hearts and 2θ for hearts and ellipses) with Adam and a cosine
 learning-rate decay. The model is saved with `save_pretrained` next to a model card README.md with
 its held-out errors.
@@ -30,7 +30,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from pdetraversal.factors import FactorRegressor, evaluate_regressor, train_factor_regressor  # noqa: E402
+from pdetraversal.metrics.factors import FactorRegressor, evaluate_regressor, train_factor_regressor  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,13 +95,13 @@ datasets: []
 
 # dSprites factor regressor (pdetraversal evaluation model)
 
-A small conv net (`pdetraversal.factors.FactorRegressor`, {num_params:,} parameters) that reads the ground-truth
+A small conv net (`pdetraversal.metrics.factors.FactorRegressor`, {num_params:,} parameters) that reads the ground-truth
 factors of a 64x64 dSprites image: shape (3 classes), scale, x, y (each normalised to [0, 1]) and orientation as
-(cos 4θ, sin 4θ); 4θ because a square is only defined up to a quarter turn. `pdetraversal.factors.factor_report`
+(cos 4θ, sin 4θ); 4θ because a square is only defined up to a quarter turn. `pdetraversal.metrics.factors.factor_report`
 uses it to say which factor each learned potential moves (the dSprites evaluation of "Latent Traversals in
 Generative Models as Potential Flows", Song et al., ICML 2023, Sec. 4).
 
-Data: no dataset file. Every step drew a fresh batch of procedural dSprites from `pdetraversal.dsprites`
+Data: no dataset file. Every step drew a fresh batch of procedural dSprites from `pdetraversal.data.dsprites`
 (drawn by this project's own code, so the `datasets` field is empty on purpose); with `--augment`, half of each
 batch is blurred with a Gaussian of random width (sigma 0.3 to 1.2 px) so that soft VAE frames are read correctly.
 
@@ -126,7 +126,7 @@ Command (from the repository root):
 ## Use
 
 ```python
-from pdetraversal.factors import FactorRegressor
+from pdetraversal.metrics.factors import FactorRegressor
 reg = FactorRegressor.from_pretrained("hub_models/dsprites-factor-regressor")
 factors = reg.predict(images)   # images (B, 1, 64, 64) in [0, 1]
 ```

@@ -1,6 +1,6 @@
 """Train the dSprites VAE, the frozen generator of the paper's dSprites setting (Sec. 4), on procedural dSprites.
 
-Every step draws a fresh batch from `pdetraversal.dsprites` (infinite data, no dataset download) and minimises the
+Every step draws a fresh batch from `pdetraversal.data.dsprites` (infinite data, no dataset download) and minimises the
 negative ELBO with Adam:
 
     loss = E_q[-log p(x|z)] + beta * KL(q(z|x) || N(0, I)),
@@ -10,7 +10,7 @@ Gaussian KL summed over latent dimensions, both averaged over the batch. beta = 
 beta-VAE. With --ada-gvae the batch is pairs of images that differ in one factor, and the ELBO is taken with
 the pair's shared coordinates averaged (`pdetraversal.adagvae`), which ties single coordinates to single factors
 without labels. With --anchor-weight w the loss gains w * Σ_j (mu_j - a_j)², coordinate j = 0..4 pulled
-towards a target a_j made from factor j of the image (`pdetraversal.anchors`).
+towards a target a_j made from factor j of the image (`pdetraversal.data.anchors`).
 At the end the model is saved with `save_pretrained` (config.json + model.safetensors) next to a model card
 README.md that records the command, the steps, the final loss terms, the time taken and which factor moves each
 latent coordinate.
@@ -43,10 +43,11 @@ from tqdm import tqdm  # noqa: E402
 
 from hub_models import resolve_source  # noqa: E402
 from hub_models.dsprites_vae import DSpritesVAE  # noqa: E402
-from pdetraversal import dsprites, losses  # noqa: E402
+from pdetraversal import losses  # noqa: E402
+from pdetraversal.data import dsprites  # noqa: E402
 from pdetraversal.adagvae import share_posteriors  # noqa: E402
-from pdetraversal.anchors import ANCHOR_NAMES, anchor_loss  # noqa: E402
-from pdetraversal.factors import FactorRegressor, evaluate_regressor  # noqa: E402
+from pdetraversal.data.anchors import ANCHOR_NAMES, anchor_loss  # noqa: E402
+from pdetraversal.metrics.factors import FactorRegressor, evaluate_regressor  # noqa: E402
 
 
 def elbo_terms(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "this is what makes single coordinates follow single factors")
     p.add_argument("--anchor-weight", type=float, default=0.0,
                    help="supervised: weight of the pull of the first five posterior-mean coordinates towards the "
-                        "image's factor labels (shape, scale, orientation, x, y; `pdetraversal.anchors`); "
+                        "image's factor labels (shape, scale, orientation, x, y; `pdetraversal.data.anchors`); "
                         "0 = off; coordinates beyond the fifth stay free")
     p.add_argument("--factor-regressor",
                    help="dSprites factor regressor (folder or Hub id, e.g. hub_models/dsprites-factor-regressor): report "
@@ -185,7 +186,7 @@ def write_card(out: Path, command: str, args: argparse.Namespace, final: dict, h
     elif args.anchor_weight:
         n = len(ANCHOR_NAMES)
         free = f"; z_{n} and up were left free" if args.latent_dim > n else ""
-        objective = (f"Supervised by the factor labels (`pdetraversal.anchors`): the posterior means of z_0..z_{n - 1} "
+        objective = (f"Supervised by the factor labels (`pdetraversal.data.anchors`): the posterior means of z_0..z_{n - 1} "
                      f"were pulled towards targets made from each image's factors ({', '.join(ANCHOR_NAMES)}), with "
                      f"{args.anchor_weight:g} times the squared error added to the loss{free}. On the held-out images "
                      f"below the squared error is {held_out['anchor']:.3f} per image, summed over the {n} "
@@ -212,7 +213,7 @@ A convolutional VAE (`hub_models.dsprites_vae.DSpritesVAE`, {num_params:,} param
 "Latent Traversals in Generative Models as Potential Flows" (Song et al., ICML 2023, Sec. 4); `decode(z)` maps
 z ~ N(0, I) to pixel probabilities in [0, 1].
 
-Data: no dataset file. Every step drew a fresh batch of procedural dSprites from `pdetraversal.dsprites`
+Data: no dataset file. Every step drew a fresh batch of procedural dSprites from `pdetraversal.data.dsprites`
 (3 shapes x 6 scales x 40 orientations x 32 x 32 positions, drawn by this project's own code, so the
 `datasets` field is empty on purpose).
 

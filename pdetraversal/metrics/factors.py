@@ -2,7 +2,7 @@
 
 This is our stand-in for the paper's dSprites evaluation (Sec. 4): the paper judges traversals of a dSprites
 VAE by which generative factor they change. We measure it with a regressor trained on procedural dSprites
-(`pdetraversal.dsprites`, which knows the factors of every image), applied to the decoded frames of each
+(`pdetraversal.data.dsprites`, which knows the factors of every image), applied to the decoded frames of each
 traversal `z_{t+1} = z_t ± ∇_z u^k(z_t, t)`.
 
 `FactorRegressor` predicts from a (B, 1, 64, 64) image in [0, 1]:
@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import dsprites
-from .dsprites import FACTOR_NAMES, FACTOR_SIZES
-from .potentials import traverse_both_ways
-from .hub import HubModule
+from ..data import dsprites
+from ..data.dsprites import FACTOR_NAMES, FACTOR_SIZES
+from ..potentials import traverse_both_ways
+from ..hub import HubModule
 
 SHARE_THRESHOLD = 0.6
 # A potential whose traversals change the factors by less than this in total (summed over the five factors, in
