@@ -1,4 +1,4 @@
-"""Cost of the wave-equation residual (paper eq. 5) per training step: exact Laplacian vs Hutchinson.
+"""Cost of the wave-equation residual (paper eq. 3-4) per training step: exact Laplacian vs Hutchinson.
 
     python bench/bench_laplacian.py [--batch-size 64] [--dims 32 128 512] [--repeats 5]
 

@@ -1,4 +1,4 @@
-"""The auxiliary classifier C of the paper (Sec. 3.4, L_k): which potential k moved x_t to x_{t+1}?
+"""The auxiliary classifier C of the paper (eq. 7, L_k): which potential k moved x_t to x_{t+1}?
 
 The pair is stacked on channels (2C input channels). Images up to 64 px use a LeNet-style net on the pair pooled
 to LeNet's 32×32 (conv5 6, pool, conv5 16, pool, conv5 120, each conv with batch norm and ReLU, then

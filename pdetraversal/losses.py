@@ -1,4 +1,4 @@
-"""The non-PDE loss terms of the paper (Sec. 3.3-3.4, eq. 7-9).
+"""The non-PDE loss terms of the paper: L_J (eq. 5-6), L_k (eq. 7) and L_x (eq. 9). L_z (eq. 8) is in `transitions`.
 
 - `jacobian_term`: L_J = −‖J_G(z)·∇_z u‖², the image-space speed of a latent step, by forward-mode AD.
   The paper maximises it unbounded, and nothing then stops the step from growing. Ours saturates:
@@ -8,7 +8,6 @@
   from vanishing near v = 0 (where the initial condition and the wave equation pull the potentials towards
   u = const), and the pixel mean rather than the sum makes τ independent of the image size.
 - `classifier_loss`: L_k, cross-entropy of the auxiliary classifier predicting k from (x_t, x_{t+1}).
-- `latent_matching_loss`: L_z (eq. 8) for the supervised setting (used by `pdetraversal.transitions`).
 - `negative_elbo`: L_x, the VAE's negative ELBO (Bernoulli pixels) of decoded codes; `elbo_terms` its two parts,
   `kl_per_coordinate` the KL of each latent coordinate.
 """
@@ -37,15 +36,6 @@ def jacobian_term(jv: torch.Tensor, saturation: float = 0.1) -> torch.Tensor:
 def classifier_loss(logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """L_k: cross-entropy of predicting the potential index k from the image pair."""
     return F.cross_entropy(logits, k)
-
-
-def latent_matching_loss(z_t: torch.Tensor, z_hat_t: torch.Tensor, z_next: torch.Tensor,
-                         velocity_hat: torch.Tensor) -> torch.Tensor:
-    """L_z (eq. 8) per sample: ‖z_t − ẑ_t‖² + ‖z_{t+1} − z_t − ∇u(ẑ_t, t)‖².
-
-    z_t, z_next: encodings of the observed x_t, x_{t+1}; ẑ_t: the flowed code; velocity_hat: ∇_z u(ẑ_t, t).
-    """
-    return (z_t - z_hat_t).pow(2).sum(-1) + (z_next - z_t - velocity_hat).pow(2).sum(-1)
 
 
 def kl_per_coordinate(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

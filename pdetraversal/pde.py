@@ -1,4 +1,4 @@
-"""The physics-informed terms (paper eq. 5-6): the wave equation residual and the initial condition.
+"""The physics-informed terms (paper eq. 3-4): the wave equation residual and the initial condition.
 
     f^k(z, t) = ∂²u^k/∂t² − (c^k)² Δ_z u^k,        L_f = mean_t ‖f^k(z_t, t)‖²
     L_u = ‖∇_z u^k(z_0, 0)‖²

@@ -1,6 +1,6 @@
 """Pictures of potential flows: traversal strips, GIFs, the K-potential overview, and the potential landscape.
 
-A traversal follows paper eq. 3, z_{t+1} = z_t ± ∇_z u^k(z_t, t). The landscape plot draws the scalar potential
+A traversal follows paper eq. 2, z_{t+1} = z_t ± ∇_z u^k(z_t, t). The landscape plot draws the scalar potential
 u^k(·, t) itself on a 2-D slice of the d-dimensional latent space: the plane through z_0 spanned by the two
 principal directions of the traversal (PCA of the path), with the path and the projected gradient field
 ∇_z u^k drawn over it, one panel per time t. The trajectory plot shows z_t against t.

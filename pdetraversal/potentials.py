@@ -1,4 +1,4 @@
-"""K scalar potentials u^k(z, t) and the flows they induce (paper eq. 3: z_{t+1} = z_t + ∇_z u^k(z_t, t)).
+"""K scalar potentials u^k(z, t) and the flows they induce (paper eq. 2, Sec. 4.1: z_{t+1} = z_t + ∇_z u^k(z_t, t)).
 
 Each potential is the paper's small MLP: z -> Linear -> Tanh; t -> sinusoidal -> Linear -> GELU -> Linear; the two
 streams are added, then Linear -> Tanh -> Linear -> scalar (optionally a final Tanh, which bounds u).
@@ -66,6 +66,9 @@ class PotentialFlow(
         generator_revision: its revision (a commit sha when published).
         labels: optional human-readable name per k.
     """
+
+    method_name = "potential"  # its key in pdetraversal.baselines.METHODS, written into config.json
+    pde_terms = True  # trained with L_u and L_f (the wave equation)
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Loss terms: the JVP against finite differences, the saturation bound, L_z and the ELBO in closed form."""
+"""Loss terms: the JVP against finite differences, the saturation bound, and the ELBO in closed form."""
 import math
 
 import pytest
@@ -10,7 +10,6 @@ from pdetraversal.losses import (
     classifier_loss,
     jacobian_term,
     jacobian_vector_product,
-    latent_matching_loss,
     negative_elbo,
 )
 
@@ -50,12 +49,6 @@ def test_jacobian_term_is_bounded_and_saturates():
         jacobian_term(torch.full((1, 1, 64, 64), 0.05)).item())
     with pytest.raises(ValueError):
         jacobian_term(small, 0.0)
-
-
-def test_latent_matching_loss():
-    z_t, z_hat, z_next, vel = torch.zeros(1, 2), torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 0.0]]), torch.ones(1, 2)
-    # ‖0 − (1,2)‖² + ‖(3,0) − 0 − (1,1)‖² = 5 + 5
-    assert latent_matching_loss(z_t, z_hat, z_next, vel).item() == pytest.approx(10.0)
 
 
 def test_negative_elbo_closed_form():

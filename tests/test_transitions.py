@@ -1,57 +1,95 @@
-"""Weak supervision by known moves (pdetraversal.transitions): the dSprites moves and L_z against closed forms."""
+"""L_z of eq. 8 (pdetraversal.transitions) against closed forms, and the dSprites factor sequences it is fed."""
 import torch
 
 from pdetraversal import PotentialFlow
 from pdetraversal.data import dsprites
-from pdetraversal.transitions import MOVE_SPAN, STEPS_PER_MOVE, dsprites_moves, matching_loss
+from pdetraversal.data.dsprites_moves import MOVE_SPAN, factor_sequences
+from pdetraversal.transitions import sequence_matching_loss
 
 
-def test_moves_advance_exactly_the_named_factor_by_one_step_without_wrapping():
-    first, second, factor = dsprites_moves(4000, seed=(1, 2))
-    diff = second - first
-    assert ((diff != 0).sum(1) == 1).all() and torch.equal((diff != 0).float().argmax(1), factor)
-    assert (diff[torch.arange(4000), factor] == 1).all()  # the next value, never wrapping around
-    assert (second < torch.tensor(dsprites.FACTOR_SIZES)).all() and (first >= 0).all()
-    assert set(second[factor == 0, 0].tolist()) == {1, 2} and set(first[factor == 0, 0].tolist()) == {0, 1}
-    # Rotations stay within one period of the shape's symmetry: a square at 90 degrees is the square at 0 again,
-    # an ellipse at 180 the ellipse at 0; a heart turns up to 351 degrees, never back to 0.
-    for shape, period in enumerate((10, 20, 40)):
-        turns = (factor == 2) & (first[:, 0] == shape)
-        assert set(first[turns, 2].tolist()) == set(range(period - 1))
-        assert set(second[turns, 2].tolist()) == set(range(1, period))
-    assert set(first[factor == 3, 3].tolist()) == set(range(31))
-    assert (torch.bincount(factor, minlength=5) > 600).all()
-    assert all(torch.equal(a, b) for a, b in zip((first, second, factor), dsprites_moves(4000, seed=(1, 2))))
+def test_sequences_advance_exactly_the_named_factor_one_value_per_step_without_wrapping():
+    idx, factor, lengths = factor_sequences(3000, 9, seed=(1, 2))
+    assert idx.shape == (10, 3000, 5)
+    diff = idx[1:] - idx[:-1]                                   # (9, n, 5)
+    rows = torch.arange(3000)
+    moved = diff[:, rows, factor]                               # (9, n)
+    assert torch.equal(moved, (torch.arange(9)[:, None] < lengths[None, :]).long())
+    diff[:, rows, factor] = 0
+    assert (diff == 0).all()                                    # nothing else changes
+    assert (idx >= 0).all() and (idx < torch.tensor(dsprites.FACTOR_SIZES)).all()
+    # Shape has 3 values (2 steps), scale 6 (5 steps); x, y and a heart's turn have room for all 9.
+    expected = {0: {2}, 1: {5}, 3: {9}, 4: {9}}
+    for f, want in expected.items():
+        assert set(lengths[factor == f].tolist()) == want
+    for shape, period in enumerate(dsprites.ORIENTATION_PERIOD):   # a square turns at most to 81 degrees
+        turns = (factor == 2) & (idx[0, :, 0] == shape)
+        assert set(lengths[turns].tolist()) == {min(9, period - 1)}
+        assert int(idx[-1, turns, 2].max()) == period - 1 and int(idx[0, turns, 2].min()) == 0
+    assert set(idx[0, factor == 3, 3].tolist()) == set(range(32 - 9))
+    assert (torch.bincount(factor, minlength=5) > 450).all()
+    assert all(torch.equal(a, b) for a, b in zip((idx, factor, lengths), factor_sequences(3000, 9, seed=(1, 2))))
+    assert set(MOVE_SPAN) == set(dsprites.FACTOR_NAMES)
 
 
 class ConstantFlow:
-    """∇u^k = w_k everywhere (u^k linear): L_z then has a closed form independent of the point on the segment."""
+    """∇u^k = w_k everywhere (u^k linear), so the flowed codes are ẑ_t = z_0 + t·η·w_k."""
     step_size = 0.5
 
     def __init__(self, w):
         self.w = w
 
     def velocity(self, z, t, k):
-        return self.w[k]
+        return self.w[k].expand_as(z) if isinstance(k, int) else self.w[k]
 
 
-def first_pixels(x):
-    return x.flatten(1)[:, :3] * torch.tensor([1.0, 2.0, -1.0])
-
-
-def test_matching_loss_closed_form_for_a_linear_potential():
+def test_eq8_closed_form_on_a_straight_sequence():
+    # Codes on a line z_t = z_0 + t·m, flow steps η·w: ẑ_t − z_t = t(η·w − m), so eq. 8 at step t is
+    # (t² + 1)·‖m − η·w‖², and its mean over t = 0..S−1 is (mean of t² + 1)·‖m − η·w‖². The first term
+    # (‖z_t − ẑ_t‖²) is what a matching of single steps would miss: it grows with t.
     torch.manual_seed(0)
-    x_a, x_b = torch.rand(6, 1, 4, 4), torch.rand(6, 1, 4, 4)
+    z0, m = torch.randn(4, 3), torch.randn(4, 3)
+    S = 6
+    codes = z0 + torch.arange(S + 1.0)[:, None, None] * m
     w = torch.randn(2, 3)
-    k = torch.tensor([0, 1, 1, 0, 1, 0])
-    steps = torch.tensor([1, 2, 5, 1, 2, 5])
-    loss = matching_loss(ConstantFlow(w), first_pixels, x_a, x_b, k, steps, torch.ones(6))
-    move = (first_pixels(x_b) - first_pixels(x_a)) / steps[:, None]
-    torch.testing.assert_close(loss, (move - 0.5 * w[k]).pow(2).sum(1))
-    # The potential that makes exactly the move per step has zero loss.
+    k = torch.tensor([0, 1, 1, 0])
+    loss = sequence_matching_loss(ConstantFlow(w), codes, k)
+    gap = (m - 0.5 * w[k]).pow(2).sum(-1)
+    torch.testing.assert_close(loss, (torch.arange(S) ** 2 + 1.0).mean() * gap)
+    # The flow that makes exactly the move has zero loss; lengths keep only each sequence's first steps.
     exact = ConstantFlow(None)
-    exact.velocity = lambda z, t, kk: move / 0.5
-    torch.testing.assert_close(matching_loss(exact, first_pixels, x_a, x_b, k, steps, torch.ones(6)), torch.zeros(6))
+    exact.velocity = lambda z, t, kk: m / 0.5
+    torch.testing.assert_close(sequence_matching_loss(exact, codes, k), torch.zeros(4))
+    lengths = torch.tensor([1, 2, 6, 3])
+    want = torch.stack([(torch.arange(n) ** 2 + 1.0).mean() for n in lengths.tolist()]) * gap
+    torch.testing.assert_close(sequence_matching_loss(ConstantFlow(w), codes, k, lengths), want)
+
+
+def test_eq8_reaches_the_potential_through_the_rollout():
+    # The same value computed with a detached rollout has a different gradient: ‖z_t − ẑ_t‖² reaches the
+    # potential only through the earlier steps of ẑ, which a detached rollout (or a single-step match) cuts.
+    torch.manual_seed(0)
+    flow = PotentialFlow(2, 1, hidden_dim=8, output_tanh=False)
+    codes = torch.randn(1, 5, 2).expand(4, 5, 2).clone()      # a still sequence: z_t = z_0
+    loss = sequence_matching_loss(flow, codes, 0).sum()
+    z_hat, detached = codes[0], 0
+    for t in range(3):
+        step = flow.step_size * flow.velocity(z_hat, float(t), 0)
+        detached = detached + (codes[t] - z_hat).pow(2).sum(-1) + step.pow(2).sum(-1)
+        z_hat = (z_hat + step).detach()
+    detached = (detached / 3).sum()
+    torch.testing.assert_close(loss, detached)
+    (g_full,) = torch.autograd.grad(loss, flow.z_in.weight)
+    (g_cut,) = torch.autograd.grad(detached, flow.z_in.weight)
+    assert (g_full - g_cut).abs().max() > 1e-3 * g_full.abs().max()
+
+
+def test_bad_shapes_are_rejected():
+    import pytest
+
+    with pytest.raises(ValueError, match="codes must have shape"):
+        sequence_matching_loss(ConstantFlow(torch.zeros(1, 2)), torch.zeros(1, 3, 2), 0)
+    with pytest.raises(ValueError, match="lengths must be"):
+        sequence_matching_loss(ConstantFlow(torch.zeros(1, 2)), torch.zeros(3, 3, 2), 0, torch.tensor([0, 1, 2]))
 
 
 def centroid_code(x):
@@ -63,31 +101,26 @@ def centroid_code(x):
     return torch.stack([col / 8, row / 8, torch.zeros_like(col)], 1)
 
 
-def test_potentials_learn_the_known_latent_moves():
-    # With the centroid as the code, the x move is (1/8, 0, 0) and the y move (0, 1/8, 0) wherever they start: after
-    # training, potential 0 must step by the first and potential 1 by the second.
+def test_potentials_learn_the_known_moves_from_real_sequences():
+    # With the centroid as the code, an x sequence moves it by (1/8, 0, 0) per step and a y sequence by
+    # (0, 1/8, 0), wherever it starts: after training on eq. 8, potential 0 must step by the first, 1 by the second.
     torch.manual_seed(0)
     flow = PotentialFlow(3, 2, hidden_dim=16, num_timesteps=4, step_size=0.5, output_tanh=False)
     opt = torch.optim.Adam(flow.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for step in range(300):
-        first, second, factor = dsprites_moves(64, seed=(0, step))
-        keep = factor >= 3  # x and y moves -> potentials 0 and 1
-        loss = matching_loss(flow, centroid_code, dsprites.render(first[keep]), dsprites.render(second[keep]),
-                             factor[keep] - 3, torch.ones(int(keep.sum())), torch.randint(1, 4, (int(keep.sum()),)), g)
+    for step in range(250):
+        idx, factor, lengths = factor_sequences(48, 3, seed=(0, step))
+        keep = factor >= 3  # x and y sequences -> potentials 0 and 1
+        frames = dsprites.render(idx[:, keep].flatten(0, 1))
+        codes = centroid_code(frames).view(4, int(keep.sum()), 3)
+        loss = sequence_matching_loss(flow, codes, factor[keep] - 3, lengths[keep])
         opt.zero_grad()
         loss.mean().backward()
         opt.step()
     z = centroid_code(dsprites.sample(32, seed=5)[0])
     for k, expected in ((0, [0.125, 0.0, 0.0]), (1, [0.0, 0.125, 0.0])):
-        step = flow.step_size * flow.velocity(z, 2.0, k).detach()
-        assert (step - torch.tensor(expected)).abs().max() < 0.02, (k, step[:3])
-
-
-def test_steps_per_move_cover_every_factor():
-    assert set(STEPS_PER_MOVE) == set(dsprites.FACTOR_NAMES) and all(v >= 1 for v in STEPS_PER_MOVE.values())
-    spans = [torch.tensor(MOVE_SPAN[f]) for f in dsprites.FACTOR_NAMES]
-    assert all(((2 <= s) & (s <= size)).all() for s, size in zip(spans, dsprites.FACTOR_SIZES))
+        for t in (0.0, 2.0):
+            step = flow.step_size * flow.velocity(z, t, k).detach()
+            assert (step - torch.tensor(expected)).abs().max() < 0.02, (k, t, step[:3])
 
 
 def test_a_potential_flow_cannot_circulate_which_is_why_moves_do_not_wrap():

@@ -2,7 +2,7 @@
 (semi-supervised disentanglement with factor labels as latent targets, cf. Locatello et al. 2020, "Disentangling
 Factors of Variation Using Few Labels", ICLR).
 
-The potentials of the paper (Sec. 3) can only move factors the frozen generator encodes along smooth, non-circulating
+The potentials of the paper (Sec. 4.1) can only move factors the frozen generator encodes along smooth, non-circulating
 paths. Unsupervised and weakly supervised (`pdetraversal.adagvae`) VAEs on dSprites encode x, y and scale well but
 fold shape and orientation together, and decode squares as blobs. Here coordinate j of the posterior mean is pulled
 towards a target made from factor j of the training image,

@@ -286,7 +286,8 @@ def factor_report(flow, generator, regressor: FactorRegressor, num_samples: int 
              "summary": {"num_potentials", "share_threshold", "min_total_change", "num_active",
                          "num_disentangled" (active with share >= 0.6),
                          "covered_factors" (dominant for >= 1 active potential), "num_covered",
-                         "disentangled_factors" (dominant with share >= 0.6 for an active potential)},
+                         "disentangled_factors" (dominant with share >= 0.6 for an active potential),
+                         "num_repeated" (active potentials whose dominant factor another active one shares)},
              "settings": {"num_samples", "seed", "num_steps", "tolerance", "starts"}}.
     """
     T = int(flow.config["num_timesteps"] if num_steps is None else num_steps)
@@ -322,6 +323,8 @@ def factor_report(flow, generator, regressor: FactorRegressor, num_samples: int 
     active = [r for r in potentials if r["active"]]
     covered = [f for f in FACTOR_NAMES if any(r["dominant"] == f for r in active)]
     clean = [f for f in FACTOR_NAMES if any(r["dominant"] == f and r["share"] >= SHARE_THRESHOLD for r in active)]
+    # Potentials whose main change another potential also makes: the classifier tells them apart, yet they repeat.
+    repeated = sum(sum(q["dominant"] == r["dominant"] for q in active) > 1 for r in active)
     return {
         "potentials": potentials,
         "summary": {
@@ -333,6 +336,7 @@ def factor_report(flow, generator, regressor: FactorRegressor, num_samples: int 
             "covered_factors": covered,
             "num_covered": len(covered),
             "disentangled_factors": clean,
+            "num_repeated": repeated,
         },
         "settings": {"num_samples": num_samples, "seed": seed, "num_steps": T,
                      "tolerance": dict(TOLERANCE if tolerance is None else tolerance), "starts": starts},
@@ -384,7 +388,8 @@ def format_report(report: dict) -> str:
         f"{m['num_disentangled']} of {m['num_potentials']} have one dominant factor with share >= "
         f"{m['share_threshold']}; factors covered (dominant for at least one potential): "
         f"{', '.join(m['covered_factors']) or 'none'} ({m['num_covered']} of {len(FACTOR_NAMES)}); "
-        f"with share >= {m['share_threshold']}: {', '.join(m['disentangled_factors']) or 'none'}.",
+        f"with share >= {m['share_threshold']}: {', '.join(m['disentangled_factors']) or 'none'}; "
+        f"{m['num_repeated']} active potentials share their dominant factor with another one.",
     ]
     return "\n".join(lines)
 
