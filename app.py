@@ -35,6 +35,7 @@ import torch
 from hub_models import load_flow_and_generator, resolve_source
 from pdetraversal import PotentialFlow, plots
 from pdetraversal.hub import CheckpointError
+from pdetraversal.metrics.path_shape import format_diagnostics, path_diagnostics
 from pdetraversal.potentials import traverse_both_ways
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -43,6 +44,7 @@ DEFAULT_POTENTIALS = os.environ.get("PDETRAVERSAL_POTENTIALS", SHIPPED_POTENTIAL
 MAX_HUB_DOWNLOAD_MB = 200  # refuse user-typed Hub repos whose weights + config exceed this (the Space's disk/RAM)
 MAX_STEPS, MAX_STEP_SIZE, MAX_SEED = 50, 5.0, 2**31 - 1
 CACHE_SIZE = 4  # (potentials, generator) pairs kept in memory
+DIAGNOSTIC_STARTS = 64  # traversals per potential behind the path diagnostics shown on load
 GIF_DIR = Path(tempfile.mkdtemp(prefix="pdetraversal-gifs-"))
 GIF_MAX_AGE_S = 900  # gradio copies each returned GIF into its own cache at once; ours can go soon after
 
@@ -107,7 +109,14 @@ def _load(source: str, revision: str | None) -> Loaded:
     info = (f"**{where}**: K = {flow.num_potentials} potentials over a {flow.latent_dim}-dim latent space, trained "
             f"for T = {flow.num_timesteps} steps of size {flow.step_size:g}. Generator: `{flow.config['generator']}` "
             f"({type(generator).__name__}, images {'×'.join(map(str, shape))}).")
-    start = "data" if generator.data_latent(1, seed=0) is not None else "prior"
+    z0 = generator.data_latent(DIAGNOSTIC_STARTS, seed=0)
+    start = "data" if z0 is not None else "prior"
+    z0 = generator.sample_latent(DIAGNOSTIC_STARTS, seed=0) if z0 is None else z0
+    info += (f"\n\nAlong the paths ({DIAGNOSTIC_STARTS} starts from the {'data' if start == 'data' else 'prior'}, "
+             f"{flow.num_timesteps} steps; `pdetraversal.metrics.path_shape`): straightness 1 is a straight line; "
+             "first / later ≪ 1 means the initial condition holds; the wave equation does work only where |u_tt| and "
+             "|c²Δu| are clearly above 0 and |f| is much smaller than both.\n\n"
+             + format_diagnostics(path_diagnostics(flow, z0)))
     return Loaded(flow, generator, info, start)
 
 

@@ -90,6 +90,8 @@ def test_overview_has_one_row_per_potential(client, fixtures):
 def test_load_another_folder_then_use_its_larger_k(client, fixtures):
     info = client.predict(fixtures["other"], "", api_name="/load")
     assert "K = 5" in info and "MLPGenerator" in info and "3×16×16" in info
+    rows = [line for line in info.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert "straightness" in info and "|c²Δu|" in info and [int(r.split("|")[1]) for r in rows] == list(range(5))
     strip, gif, _, _ = client.predict(0, 4, STEPS, 1.0, fixtures["other"], "", api_name="/traverse")
     with Image.open(strip) as im:
         assert im.size == (strip_width(2 * STEPS + 1, 16), 128) and im.mode == "RGB"
