@@ -39,12 +39,13 @@ def load_generator(repo_id_or_path: str | os.PathLike, revision: str | None = No
 
 def load_flow_and_generator(potentials: str | os.PathLike, revision: str | None = None,
                             max_download_bytes: float | None = None, **download_kwargs):
-    """Potentials from a Hub repo (at `revision`) or a folder, and the generator their config names, pinned to the
-    revision recorded there. Raises CheckpointError if either cannot be loaded or the two do not fit together.
+    """Potentials (any method of `pdetraversal.baselines.METHODS`) from a Hub repo (at `revision`) or a folder, and
+    the generator their config names, pinned to the revision recorded there. Raises CheckpointError if either cannot
+    be loaded or the two do not fit together.
 
     With `max_download_bytes`, each Hub repo is first checked to need at most that much (see check_download_size).
     """
-    from pdetraversal import PotentialFlow
+    from pdetraversal.baselines import load_traversal
 
     def pinned(source: str, rev: str | None) -> str | None:
         if max_download_bytes is None or os.path.isdir(source):
@@ -52,7 +53,7 @@ def load_flow_and_generator(potentials: str | os.PathLike, revision: str | None 
         return check_download_size(source, rev, max_download_bytes)
 
     source = resolve_source(potentials)
-    flow = PotentialFlow.from_pretrained(source, revision=pinned(source, revision), **download_kwargs)
+    flow = load_traversal(source, revision=pinned(source, revision), **download_kwargs)
     gen_name = flow.config.get("generator")
     if not gen_name:
         raise CheckpointError(f"the config of '{potentials}' names no generator")

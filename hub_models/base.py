@@ -42,6 +42,11 @@ class Generator(nn.Module, HubModule, library_name="pdetraversal", tags=["pdetra
         cannot encode or has no data source. Traversals from these start at real images, not at prior samples."""
         return None
 
+    def latent_weight(self) -> torch.Tensor | None:
+        """The weight of the first layer acting on z, shape (out, latent_dim), for SeFa
+        (`pdetraversal.baselines.sefa`); None when the generator has no linear first layer on z."""
+        return None
+
     def check_latent(self, z: torch.Tensor) -> None:
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"{type(self).__name__} expects latents of shape (n, {self.latent_dim}), got {tuple(z.shape)}")

@@ -61,6 +61,10 @@ class DSpritesVAE(Generator):
         """Posterior means of n fresh procedural dSprites (`dsprites.sample(n, seed)`): codes of real sprites."""
         return self.encode(dsprites.sample(n, seed)[0].to(self.device))[0]
 
+    def latent_weight(self) -> torch.Tensor:
+        """The decoder's first Linear, (hidden_dim, latent_dim): what SeFa factorises."""
+        return self.decoder_fc[0].weight
+
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """(B, latent_dim) -> Bernoulli logits (B, 1, 64, 64)."""
         self.check_latent(z)

@@ -19,6 +19,9 @@ class MLPGenerator(Generator):
             nn.Linear(latent_dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, channels * image_size * image_size)
         )
 
+    def latent_weight(self) -> torch.Tensor:
+        return self.net[0].weight
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         self.check_latent(z)
         return torch.sigmoid(self.net(z)).view(-1, *self.image_shape)

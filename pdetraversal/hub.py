@@ -113,7 +113,17 @@ class HubModule(PyTorchModelHubMixin):
     """PyTorchModelHubMixin that loads only `model.safetensors`, always strictly, with readable errors.
 
     The stock mixin falls back to pickled `pytorch_model.bin` and loads with strict=False; we want neither.
+    A traversal method sets `method_name` (its key in `pdetraversal.baselines.METHODS`): save_pretrained then also
+    writes `method` into config.json, so `load_traversal` can pick the class. No constructor takes `method`, so
+    from_pretrained (which passes on only the config keys that the constructor names) ignores it.
     """
+
+    method_name: str | None = None
+
+    def save_pretrained(self, save_directory, *, config=None, **kwargs):
+        if self.method_name is not None:
+            config = {**(config or self._hub_mixin_config or {}), "method": self.method_name}
+        return super().save_pretrained(save_directory, config=config, **kwargs)
 
     @classmethod
     def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,

@@ -7,6 +7,7 @@
   step reaches about τ: the gradient falls as 1/cosh²(s/τ). The RMS rather than the squared norm keeps the push
   from vanishing near v = 0 (where the initial condition and the wave equation pull the potentials towards
   u = const), and the pixel mean rather than the sum makes τ independent of the image size.
+- `diversity_term`: L_div, a remedy outside the paper: the squared cosine between two potentials' image steps.
 - `classifier_loss`: L_k, cross-entropy of the auxiliary classifier predicting k from (x_t, x_{t+1}).
 - `negative_elbo`: L_x, the VAE's negative ELBO (Bernoulli pixels) of decoded codes; `elbo_terms` its two parts,
   `kl_per_coordinate` the KL of each latent coordinate.
@@ -31,6 +32,15 @@ def jacobian_term(jv: torch.Tensor, saturation: float = 0.1) -> torch.Tensor:
         raise ValueError(f"saturation must be > 0, got {saturation}")
     speed = (jv.pow(2).flatten(1).mean(1) + 1e-12).sqrt()
     return -saturation * torch.tanh(speed / saturation)
+
+
+def diversity_term(jv_a: torch.Tensor, jv_b: torch.Tensor) -> torch.Tensor:
+    """L_div per sample: cos²(J·v^k, J·v^k') between two potentials' image-space steps at one point -> (B,), in [0, 1].
+
+    Not in the paper (a remedy, `training.LossConfig.diversity`): 0 when the two image changes are orthogonal, 1 when
+    they are parallel or opposite (the same change, faster or backwards)."""
+    a, b = jv_a.flatten(1), jv_b.flatten(1)
+    return F.cosine_similarity(a, b, dim=1, eps=1e-12).pow(2)
 
 
 def classifier_loss(logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,8 @@ class PotentialFlow(
         generator: repo id or folder of the generator the potentials were trained for.
         generator_revision: its revision (a commit sha when published).
         labels: optional human-readable name per k.
+        exact_initial: multiply u by tanh(t), so ∇_z u(z, 0) = 0 holds exactly and the first step is zero (a remedy
+            outside the paper, whose initial condition L_u of eq. 4 is only a penalty and, measured, is not met).
     """
 
     method_name = "potential"  # its key in pdetraversal.baselines.METHODS, written into config.json
@@ -81,6 +83,7 @@ class PotentialFlow(
         generator: str | None = None,
         generator_revision: str | None = None,
         labels: list[str] | None = None,
+        exact_initial: bool = False,
     ):
         super().__init__()
         if latent_dim < 1 or num_potentials < 1 or num_timesteps < 2:
@@ -90,7 +93,7 @@ class PotentialFlow(
         h = hidden_dim or latent_dim
         self.latent_dim, self.num_potentials, self.hidden_dim = latent_dim, num_potentials, h
         self.num_timesteps, self.step_size, self.output_tanh = num_timesteps, step_size, output_tanh
-        self.labels = labels
+        self.labels, self.exact_initial = labels, exact_initial
         self.z_in = StackedLinear(num_potentials, latent_dim, h)
         self.t_in = StackedLinear(num_potentials, h, h)
         self.t_hidden = StackedLinear(num_potentials, h, h)
@@ -138,7 +141,8 @@ class PotentialFlow(
         h_z = torch.tanh(self.z_in(z, k))
         h_t = self.t_hidden(F.gelu(self.t_in(sinusoidal_embedding(t, self.hidden_dim), k)), k)
         u = self.out(torch.tanh(self.fuse(h_z + h_t, k)), k).squeeze(1)
-        return torch.tanh(u) if self.output_tanh else u
+        u = torch.tanh(u) if self.output_tanh else u
+        return torch.tanh(t) * u if self.exact_initial else u
 
     def velocity(self, z: torch.Tensor, t: float | torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
         """∇_z u^k(z, t) -> (B, d). Keeps the graph (for training) whenever grad mode is on."""

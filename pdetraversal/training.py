@@ -10,6 +10,10 @@ Each sample draws its own k and t (the paper draws one k per step): the stacked 
 every batch then shows the classifier all K classes. The prefix z_0 -> z_t is rolled out without a graph; the
 losses act on the last step, where the PDE, the speed and the classifier are evaluated.
 The generator is frozen: eval mode, no parameter gradients (checked, not silently changed).
+A remedy outside the paper, off by default: `LossConfig.diversity` adds L_div, the mean squared cosine between the
+image-space steps J_G·∇u^k and J_G·∇u^k' of two different potentials at the same point (`losses.diversity_term`).
+The classifier alone is satisfied by potentials that move the same factor at different speeds or places; L_div asks
+their image changes to point different ways.
 With known transformations, the first potentials can also follow them (`pdetraversal.transitions`, L_z of eq. 8);
 `supervised` tells the step which potentials those are.
 """
@@ -35,6 +39,7 @@ class LossConfig:
     jacobian_saturation: float = 0.1
     laplacian: str = "exact"
     num_probes: int = 1
+    diversity: float = 0.0  # weight of L_div (a remedy, not in the paper; 0 = the paper's loss)
 
 
 def check_frozen(generator: nn.Module) -> None:
@@ -75,7 +80,17 @@ def training_step(flow: PotentialFlow, classifier: nn.Module, generator, z0: tor
 
     step = flow.step_size * flow.velocity(z_t, t_real, k)
     z_start = z_t.detach()
-    x_t, jv = losses.jacobian_vector_product(generator.decode, z_start, step)
+    if cfg.diversity:
+        # The same point stepped by another potential k' != k: both image-space steps in one forward-mode pass.
+        other = (k + torch.randint(1, flow.num_potentials, (B,), generator=rng).to(k.device)) % flow.num_potentials
+        step_other = flow.step_size * flow.velocity(z_start, t_real, other)
+        x_t, jv_both = losses.jacobian_vector_product(generator.decode, torch.cat([z_start, z_start]),
+                                                      torch.cat([step, step_other]))
+        x_t, jv = x_t[:B], jv_both[:B]
+        loss_div = losses.diversity_term(jv, jv_both[B:]).mean()
+    else:
+        x_t, jv = losses.jacobian_vector_product(generator.decode, z_start, step)
+        loss_div = torch.zeros((), device=z0.device)
     loss_j = (losses.jacobian_term(jv, cfg.jacobian_saturation) * (k >= supervised)).mean()
     logits = classifier(x_t.detach(), generator.decode(z_start + step))
     loss_k = losses.classifier_loss(logits, k)
@@ -85,4 +100,7 @@ def training_step(flow: PotentialFlow, classifier: nn.Module, generator, z0: tor
         "loss": total.item(), "L_u": loss_u.item(), "L_f": loss_f.item(), "L_J": loss_j.item(),
         "L_k": loss_k.item(), "acc": (logits.argmax(1) == k).float().mean().item(),
     }
+    if cfg.diversity:
+        total = total + cfg.diversity * loss_div
+        logs.update(loss=total.item(), L_div=loss_div.item())
     return total, logs

@@ -94,7 +94,7 @@ def test_resume_refuses_changed_settings(generator_dir, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--max-steps", "0"], "argument --max-steps: must be > 0, got 0"),
+    (["--max-steps", "0"], "argument --max-steps: must be a finite number > 0, got 0"),
     (["--num-timesteps", "1"], "--num-timesteps must be >= 2"),
     (["--laplacian", "rowsum"], "invalid choice: 'rowsum'"),
     (["--push-to-hub"], "--push-to-hub needs --hub-model-id"),
@@ -108,6 +108,19 @@ def test_bad_flags_give_one_line_errors(generator_dir, tmp_path, extra, message)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--step-size", "nan"], "argument --step-size: must be a finite number > 0, got nan"),
+    (["--lr", "inf"], "argument --lr: must be a finite number > 0, got inf"),
+    (["--w-pde", "nan"], "argument --w-pde: must be a finite number >= 0, got nan"),
+    (["--w-diversity", "-1"], "argument --w-diversity: must be a finite number >= 0, got -1"),
+    (["--jacobian-saturation", "abc"], "argument --jacobian-saturation: expected a float, got 'abc'"),
+])
+def test_non_finite_and_negative_numbers_are_refused(generator_dir, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_:
+        fit.parse_args(args_for(generator_dir, tmp_path / "o", *extra))
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_supervision_needs_an_encoder(generator_dir, tmp_path):
@@ -143,3 +156,26 @@ def test_help_explains_every_flag():
     for action in fit.build_parser()._actions:
         assert action.help, f"{action.option_strings} has no help"
     assert "python train/fit.py --generator hub_models/dsprites-vae" in text
+
+
+@pytest.mark.parametrize("method, cls, trained", [("linear", "LinearPotential", True), ("warped", "WarpedSpace", True),
+                                                   ("sefa", "SeFa", False), ("axes", "LatentAxes", False)])
+def test_every_method_fits_saves_and_loads_with_its_generator(generator_dir, tmp_path, method, cls, trained):
+    from hub_models import load_flow_and_generator
+
+    out = tmp_path / method
+    assert fit.main(args_for(generator_dir, out, "--max-steps", "3", "--method", method)) == 0
+    flow, gen = load_flow_and_generator(out)
+    assert type(flow).__name__ == cls and json.loads((out / "config.json").read_text())["method"] == method
+    card = (out / "README.md").read_text()
+    assert f"Method: `{method}`" in card and ("closed form" in card) != trained and "## Along the paths" in card
+    assert flow.traverse(gen.sample_latent(2, seed=0), k=2).shape == (5, 2, 4)
+
+
+def test_remedy_flags_reach_the_model_and_the_loss(generator_dir, tmp_path):
+    out = tmp_path / "remedies"
+    assert fit.main(args_for(generator_dir, out, "--max-steps", "3", "--exact-initial", "--w-diversity", "1")) == 0
+    flow = PotentialFlow.from_pretrained(out)
+    assert flow.config["exact_initial"] is True
+    assert flow.velocity(torch.randn(5, 4), 0.0, 1).abs().max() == 0  # ∇u(z, 0) = 0 exactly
+    assert "L_div = " in (out / "README.md").read_text()

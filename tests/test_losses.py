@@ -78,3 +78,11 @@ def test_classifier_learns_to_tell_pairs_apart():
 def test_resnet_classifier_for_large_images():
     clf = PairClassifier(num_potentials=5, channels=3, image_size=128)
     assert clf(torch.rand(2, 3, 128, 128), torch.rand(2, 3, 128, 128)).shape == (2, 5)
+
+
+def test_diversity_term_is_the_squared_cosine_of_the_image_steps():
+    from pdetraversal.losses import diversity_term
+
+    a = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]]).view(3, 1, 2, 2)
+    b = torch.tensor([[-3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 5.0, 0.0], [0.0, 1.0, 1.0, 0.0]]).view(3, 1, 2, 2)
+    torch.testing.assert_close(diversity_term(a, b), torch.tensor([1.0, 0.0, 0.5]))

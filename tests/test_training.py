@@ -85,3 +85,15 @@ def test_short_training_run_learns_distinguishable_traversals():
     for a in range(3):
         for b in range(a + 1, 3):
             assert (dirs[a] * dirs[b]).sum(-1).mean() < 0.9
+
+
+def test_diversity_weight_adds_its_term():
+    torch.manual_seed(0)
+    gen = BlobGenerator().eval()
+    flow = PotentialFlow(latent_dim=3, num_potentials=3, hidden_dim=8, num_timesteps=4)
+    clf = PairClassifier(3, channels=1, image_size=16)
+    z0 = gen.sample_latent(16)
+    plain, logs = training_step(flow, clf, gen, z0, rng=torch.Generator().manual_seed(1))
+    total, logs_div = training_step(flow, clf, gen, z0, LossConfig(diversity=2.0), rng=torch.Generator().manual_seed(1))
+    assert "L_div" not in logs and 0 <= logs_div["L_div"] <= 1
+    assert total.item() == pytest.approx(plain.item() + 2.0 * logs_div["L_div"], rel=1e-5)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -35,6 +36,7 @@ from tqdm import tqdm  # noqa: E402
 
 from hub_models import load_generator, resolve_source  # noqa: E402
 from pdetraversal import PotentialFlow  # noqa: E402
+from pdetraversal.baselines import METHODS, RandomDirections, SeFa  # noqa: E402
 from pdetraversal.data.dsprites import FACTOR_NAMES  # noqa: E402
 from pdetraversal.classifier import PairClassifier  # noqa: E402
 from pdetraversal.hub import CheckpointError  # noqa: E402
@@ -44,8 +46,9 @@ from pdetraversal.metrics.path_shape import format_diagnostics, path_diagnostics
 
 CHECKPOINT = "checkpoint.safetensors"
 # Arguments that define the model and the optimisation: a resumed run must use the same ones.
-RESUME_MUST_MATCH = ("generator", "revision", "num_potentials", "num_timesteps", "hidden_dim", "output_tanh", "step_size",
-                     "batch_size", "lr", "seed", "laplacian", "num_probes", "supervision")
+RESUME_MUST_MATCH = ("method", "generator", "revision", "num_potentials", "num_timesteps", "hidden_dim", "output_tanh", "step_size",
+                     "batch_size", "lr", "seed", "laplacian", "num_probes", "supervision", "exact_initial",
+                     "w_diversity")
 
 
 def positive(kind):
@@ -54,10 +57,20 @@ def positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not (value > 0 and math.isfinite(value)):  # NaN fails every comparison: test for what is wanted
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
         return value
     return parse
+
+
+def non_negative(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 class Parser(argparse.ArgumentParser):
@@ -72,12 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--generator", required=True, help="Hub repo id or folder of the frozen generator (config.json + model.safetensors)")
     g.add_argument("--revision", help="branch, tag or commit of the generator repo; the resolved commit sha is recorded")
     m = p.add_argument_group("potentials")
+    m.add_argument("--method", choices=sorted(METHODS), default="potential",
+                   help="potential: the paper's MLP potentials. linear: u = a_k·z with the same losses (the paper's "
+                        "controlled baseline). warped: WarpedSpace RBFs (Tzelepis et al. 2021), trained without the PDE "
+                        "terms (--w-initial and --w-pde set to 0). sefa, axes, random: closed-form straight lines, saved "
+                        "without training (default potential)")
     m.add_argument("--num-potentials", type=positive(int), default=8, help="K, the number of potentials (default 8)")
     m.add_argument("--num-timesteps", type=positive(int), default=10, help="T, the traversal length trained for (>= 2, default 10)")
     m.add_argument("--hidden-dim", type=positive(int), help="width of each potential's MLP (default: the latent dim, as in the paper)")
     m.add_argument("--output-tanh", action=argparse.BooleanOptionalAction, default=True,
                    help="end each potential with tanh, so |u| < 1, as the paper does except for StyleGAN2 (default on); "
                         "a bounded u cannot keep a large step over a long path: its gradient integrates to at most 2")
+    m.add_argument("--exact-initial", action=argparse.BooleanOptionalAction, default=False,
+                   help="remedy outside the paper: u = tanh(t)·MLP, so ∇u(z, 0) = 0 holds exactly and traversals "
+                        "start still; the paper's L_u (eq. 4) is only a penalty (default off)")
     m.add_argument("--step-size", type=positive(float), default=1.0, help="step size of the flow during training and the default for traversals (default 1.0)")
     m.add_argument("--supervision", choices=("none", "dsprites"), default="none",
                    help="none: every potential learns without labels (L_J + L_k). dsprites: potentials 0-4 also follow "
@@ -98,9 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, default, what in (("initial", 1.0, "L_u, the initial condition"), ("pde", 1.0, "L_f, the wave equation"),
                                 ("jacobian", 1.0, "L_J, the image-space speed"), ("classifier", 1.0, "L_k, the classifier"),
                                 ("matching", 100.0, "L_z, the latent matching of --supervision")):
-        w.add_argument(f"--w-{name}", type=float, default=default, help=f"weight of {what} (default {default:g})")
+        w.add_argument(f"--w-{name}", type=non_negative, default=default, help=f"weight of {what} (default {default:g})")
     # L_z is a squared latent step (about 0.02 per pair on the shipped VAE): at weight 10, one of three seeds let a
     # supervised potential go nearly still, which the classifier alone can tell apart; at 100 none of three did.
+    w.add_argument("--w-diversity", type=non_negative, default=0.0,
+                   help="remedy outside the paper: weight of L_div, the squared cosine between the image-space steps of "
+                        "two different potentials at the same point, against potentials that repeat one change "
+                        "(default 0: the paper's loss)")
     w.add_argument("--jacobian-saturation", type=positive(float), default=0.1,
                    help="RMS pixel change per step at which L_J stops rewarding speed (default 0.1)")
     io = p.add_argument_group("output")
@@ -131,12 +156,31 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.labels = [s.strip() for s in args.labels.split(",")]
         if len(args.labels) != args.num_potentials:
             parser.error(f"--labels has {len(args.labels)} names for --num-potentials {args.num_potentials}")
+    if args.method not in TRAINED and args.resume:
+        parser.error(f"--method {args.method} is closed form: there is nothing to resume")
     checkpoint = Path(args.output_dir) / CHECKPOINT
     if args.resume and not checkpoint.is_file():
         parser.error(f"--resume: no checkpoint at {checkpoint}")
     if not args.resume and checkpoint.is_file():
         parser.error(f"{checkpoint} exists: pass --resume to continue it, or choose another --output-dir")
     return args
+
+
+TRAINED = ("potential", "linear", "warped")  # the others are closed form: no optimisation
+
+
+def build_method(args, generator, pin: str | None):
+    """The traversal method of --method for `generator`; its constructor arguments are the config saved with it."""
+    common = dict(num_timesteps=args.num_timesteps, step_size=args.step_size, generator=args.generator,
+                  generator_revision=pin, labels=args.labels)
+    d, K = generator.latent_dim, args.num_potentials
+    if args.method == "potential":
+        return PotentialFlow(d, K, args.hidden_dim, output_tanh=args.output_tanh, exact_initial=args.exact_initial, **common)
+    if args.method == "sefa":
+        return SeFa.from_generator(generator, K, **common)
+    if args.method == "random":
+        return RandomDirections(d, K, seed=args.seed, **common)
+    return METHODS[args.method](d, K, **common)  # linear, warped, axes
 
 
 def generator_pin(source: str, revision: str | None, token) -> str | None:
@@ -164,8 +208,9 @@ def load_checkpoint(path: Path, flow, classifier, optimizer, args) -> int:
 
     with safe_open(path, "pt") as f:
         meta = f.metadata()
-    saved = json.loads(meta["args"])
-    changed = [f"--{k.replace('_', '-')} {saved[k]} -> {getattr(args, k)}" for k in RESUME_MUST_MATCH if saved.get(k) != getattr(args, k)]
+    # Checkpoints from before a flag existed used its default.
+    saved = {"method": "potential", "exact_initial": False, "w_diversity": 0.0, **json.loads(meta["args"])}
+    changed = [f"--{k.replace('_', '-')} {saved.get(k)} -> {getattr(args, k)}" for k in RESUME_MUST_MATCH if saved.get(k) != getattr(args, k)]
     if changed:
         raise SystemExit(f"error: --resume with different settings than the checkpoint: {', '.join(changed)}")
     tensors = load_file(path)
@@ -202,6 +247,20 @@ def write_card(args, flow, final: dict, seconds: float, report: dict | None, arg
         generator_link = f"[`{args.generator}`](https://huggingface.co/{args.generator})"
     else:  # a folder: link it relative to the card, which is how it reads in a repo checkout
         generator_link = f"[`{args.generator}`]({os.path.relpath(resolve_source(args.generator), args.output_dir)})"
+    if final:
+        training = f"""- Method: `{args.method}`
+- Steps: {args.max_steps}, batch {args.batch_size}, Adam lr {args.lr}, T = {args.num_timesteps}, Laplacian: {args.laplacian}
+- {supervision}
+- Time: {seconds / 60:.1f} min on {args.device} ({torch.get_num_threads()} threads)
+- Final loss terms (mean of the last 50 steps): {terms}
+- Auxiliary classifier accuracy (mean of the last 50 steps): {final["acc"]:.1%}. It says that the K traversals
+  differ from one another, not that any of them changes one thing: several potentials moving the same factor at
+  different speeds or places are told apart as easily."""
+    else:
+        training = f"- Method: `{args.method}`, closed form: no training (T = {args.num_timesteps}, step {args.step_size})"
+    loader = ("from pdetraversal import PotentialFlow" if args.method == "potential"
+              else "from pdetraversal.baselines import load_traversal")
+    load_call = ("PotentialFlow.from_pretrained" if args.method == "potential" else "load_traversal")
     text = f"""---
 {data.to_yaml()}
 ---
@@ -214,10 +273,10 @@ trained with [pdetraversal](https://arxiv.org/abs/2304.12944) (Song et al., ICML
 Generative Models as Potential Flows"). Traversal k follows z_(t+1) = z_t + ∇_z u^k(z_t, t).
 
 ```python
-from pdetraversal import PotentialFlow
+{loader}
 from hub_models import load_generator
 
-flow = PotentialFlow.from_pretrained("<this repo or folder>")
+flow = {load_call}("<this repo or folder>")
 gen = load_generator(flow.config["generator"], revision=flow.config.get("generator_revision"))
 path = flow.traverse(gen.sample_latent(4, seed=0), k=0)   # ({flow.num_timesteps + 1}, 4, {flow.latent_dim})
 frames = gen.decode(path.flatten(0, 1))
@@ -226,13 +285,7 @@ frames = gen.decode(path.flatten(0, 1))
 ## Training
 
 - Command: `{command}`
-- Steps: {args.max_steps}, batch {args.batch_size}, Adam lr {args.lr}, T = {args.num_timesteps}, Laplacian: {args.laplacian}
-- {supervision}
-- Time: {seconds / 60:.1f} min on {args.device} ({torch.get_num_threads()} threads)
-- Final loss terms (mean of the last 50 steps): {terms}
-- Auxiliary classifier accuracy (mean of the last 50 steps): {final["acc"]:.1%}. It says that the K traversals
-  differ from one another, not that any of them changes one thing: several potentials moving the same factor at
-  different speeds or places are told apart as easily.
+{training}
 
 ## Potentials
 
@@ -298,18 +351,24 @@ def main(argv=None) -> int:
                          f"{args.generator} gives {tuple(x.shape[1:])} images" + ("" if can_encode else " and has no encode()"))
 
     torch.manual_seed(args.seed)
-    flow = PotentialFlow(generator.latent_dim, args.num_potentials, args.hidden_dim, args.num_timesteps, args.step_size,
-                         output_tanh=args.output_tanh, generator=args.generator, generator_revision=pin, labels=args.labels).to(args.device)
+    try:
+        flow = build_method(args, generator, pin).to(args.device)
+    except ValueError as e:  # e.g. SeFa on a generator without a linear first layer, more axes than latent dims
+        raise SystemExit(f"error: --method {args.method}: {e}") from None
+    if args.method in TRAINED and not flow.pde_terms and (args.w_initial or args.w_pde):
+        print(f"note: --method {args.method} is trained without the PDE terms: --w-initial and --w-pde set to 0",
+              file=sys.stderr)
+        args.w_initial = args.w_pde = 0.0
     classifier = PairClassifier(args.num_potentials, channels=x.shape[1], image_size=max(x.shape[2:])).to(args.device)
     optimizer = torch.optim.Adam([*flow.parameters(), *classifier.parameters()], lr=args.lr)
     losses = LossConfig(args.w_initial, args.w_pde, args.w_jacobian, args.w_classifier, args.jacobian_saturation,
-                        args.laplacian, args.num_probes)
+                        args.laplacian, args.num_probes, args.w_diversity)
     start = load_checkpoint(out / CHECKPOINT, flow, classifier, optimizer, args) if args.resume else 0
 
     supervised = len(FACTOR_NAMES) if args.supervision == "dsprites" else 0  # potentials 0-4, one per factor
     history: list[dict] = []
     began = time.time()
-    bar = tqdm(range(start, args.max_steps), initial=start, total=args.max_steps, disable=args.no_progress,
+    bar = tqdm(range(start, args.max_steps if args.method in TRAINED else 0), initial=start, total=args.max_steps, disable=args.no_progress,
                desc="fit", dynamic_ncols=True)
     for step in bar:
         # Seeds derived from (seed, step) make a resumed run draw exactly what the uninterrupted one would have.
@@ -351,8 +410,7 @@ def main(argv=None) -> int:
     print(f"along the paths from {starts}:\n" + format_diagnostics(rows))
 
     flow.cpu().save_pretrained(out)
-    if final:
-        write_card(args, flow, final, seconds, report, argv, prior_report, (starts, rows))
+    write_card(args, flow, final, seconds, report, argv, prior_report, (starts, rows))
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete; DIR now holds only the published files
     print(f"saved {flow.num_potentials} potentials to {out}" + (f" (classifier accuracy {final['acc']:.1%})" if final else ""))
 
