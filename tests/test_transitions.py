@@ -139,3 +139,17 @@ def test_a_potential_flow_cannot_circulate_which_is_why_moves_do_not_wrap():
     assert abs(circulation(v)) < 1e-6
     rotation = torch.stack([-loop[:, 1], loop[:, 0], torch.zeros_like(theta)], 1)
     assert abs(circulation(rotation) - 2 * torch.pi) < 1e-5
+
+
+def test_dsprites_loss_encodes_only_valid_frames_and_gets_the_same_number():
+    from hub_models import DSpritesVAE
+    from pdetraversal.data.dsprites_moves import dsprites_matching_loss
+
+    torch.manual_seed(0)
+    vae = DSpritesVAE(latent_dim=5, width=4, hidden_dim=16).eval().requires_grad_(False)
+    flow = PotentialFlow(5, 6, hidden_dim=8, num_timesteps=6, output_tanh=False)
+    idx, factor, lengths = factor_sequences(12, 5, seed=(0, 3))
+    with torch.no_grad():
+        codes = vae.encode(dsprites.render(idx.flatten(0, 1)))[0].view(6, 12, 5)
+    want = sequence_matching_loss(flow, codes, factor, lengths).mean()
+    torch.testing.assert_close(dsprites_matching_loss(flow, vae, 12, (0, 3)), want)

@@ -47,7 +47,7 @@ from pdetraversal.metrics.path_shape import format_diagnostics, path_diagnostics
 CHECKPOINT = "checkpoint.safetensors"
 # Arguments that define the model and the optimisation: a resumed run must use the same ones.
 RESUME_MUST_MATCH = ("method", "generator", "revision", "num_potentials", "num_timesteps", "hidden_dim", "output_tanh", "step_size",
-                     "batch_size", "lr", "seed", "laplacian", "num_probes", "supervision", "exact_initial",
+                     "batch_size", "lr", "seed", "laplacian", "num_probes", "supervision", "matching_sequences", "exact_initial",
                      "w_diversity")
 
 
@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the five dSprites factor moves (shape, scale, orientation, x, y) through L_z on the generator's "
                         "encoder (paper eq. 8); needs a generator with encode(), e.g. hub_models/dsprites-vae, and K >= 5; "
                         "potentials 5.. stay unlabelled (default none)")
+    m.add_argument("--matching-sequences", type=positive(int), default=16,
+                   help="real factor sequences per step for the L_z of --supervision; encoding their frames is most of "
+                        "a supervised step's cost (default 16)")
     m.add_argument("--labels", help="comma-separated name per potential (default: the dominant factor when --factor-regressor is given)")
     o = p.add_argument_group("optimisation")
     o.add_argument("--max-steps", type=positive(int), default=1500, help="training steps (default 1500)")
@@ -209,7 +212,8 @@ def load_checkpoint(path: Path, flow, classifier, optimizer, args) -> int:
     with safe_open(path, "pt") as f:
         meta = f.metadata()
     # Checkpoints from before a flag existed used its default.
-    saved = {"method": "potential", "exact_initial": False, "w_diversity": 0.0, **json.loads(meta["args"])}
+    saved = {"method": "potential", "exact_initial": False, "w_diversity": 0.0, "matching_sequences": 16,
+             **json.loads(meta["args"])}
     changed = [f"--{k.replace('_', '-')} {saved.get(k)} -> {getattr(args, k)}" for k in RESUME_MUST_MATCH if saved.get(k) != getattr(args, k)]
     if changed:
         raise SystemExit(f"error: --resume with different settings than the checkpoint: {', '.join(changed)}")
@@ -377,7 +381,7 @@ def main(argv=None) -> int:
         rng = torch.Generator().manual_seed(step_seed)
         loss, logs = training_step(flow, classifier, generator, z0, losses, rng, supervised)
         if supervised:
-            loss_z = dsprites_matching_loss(flow, generator, args.batch_size, (args.seed, step))
+            loss_z = dsprites_matching_loss(flow, generator, args.matching_sequences, (args.seed, step))
             loss = loss + args.w_matching * loss_z
             logs = {**logs, "loss": loss.item(), "L_z": loss_z.item()}
         optimizer.zero_grad(set_to_none=True)

@@ -55,9 +55,15 @@ def dsprites_matching_loss(flow, generator, batch_size: int, seed) -> torch.Tens
         raise ValueError(f"dSprites supervision ties potentials 0..4 to the five factors; got K = {flow.num_potentials}")
     indices, factor, lengths = factor_sequences(batch_size, flow.num_timesteps - 1, seed)
     device = next(flow.parameters()).device
-    frames = dsprites.render(indices.flatten(0, 1)).to(device)
+    # Encoding is the step's main cost: encode each sequence's valid frames only (shape has 3, scale 6), and let
+    # the frames after the last valid one, which the loss masks out, repeat its code.
+    valid = torch.arange(indices.shape[0])[:, None] <= lengths[None, :]
     with torch.no_grad():
-        codes = generator.encode(frames)[0].view(indices.shape[0], batch_size, -1)
+        mu = generator.encode(dsprites.render(indices[valid]).to(device))[0]
+    codes = torch.empty(*indices.shape[:2], mu.shape[1], device=device)
+    codes[valid.to(device)] = mu
+    last = codes[lengths.to(device), torch.arange(batch_size, device=device)]
+    codes = torch.where(valid.to(device)[..., None], codes, last)
     return sequence_matching_loss(flow, codes, factor.to(device), lengths.to(device)).mean()
 
 
