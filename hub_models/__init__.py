@@ -9,6 +9,8 @@ from pdetraversal.hub import CheckpointError, check_download_size, read_config
 from .base import REGISTRY, Generator
 from .mlp import MLPGenerator
 from .dsprites_vae import DSpritesVAE
+from .mnist_vae import MNISTVAE
+from .swirl import SwirlVAE
 
 EMBEDDED_DIR = Path(__file__).resolve().parent
 
@@ -68,4 +70,4 @@ def load_flow_and_generator(potentials: str | os.PathLike, revision: str | None 
     return flow.eval(), generator
 
 
-__all__ = ["load_flow_and_generator", "REGISTRY", "Generator", "MLPGenerator", "DSpritesVAE", "load_generator", "resolve_source", "EMBEDDED_DIR"]
+__all__ = ["load_flow_and_generator", "REGISTRY", "Generator", "MLPGenerator", "DSpritesVAE", "MNISTVAE", "SwirlVAE", "load_generator", "resolve_source", "EMBEDDED_DIR"]
