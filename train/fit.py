@@ -7,6 +7,12 @@ The embedded default (dSprites VAE; potentials 0-4 follow the five factor moves 
         --max-steps 1500 --no-output-tanh --supervision dsprites \\
         --factor-regressor hub_models/dsprites-factor-regressor --output-dir hub_models/dsprites-vae-potentials
 
+The paper's unsupervised setting (no labels; K = 32, T = 10 as in the paper), and a baseline with the same losses:
+
+    python train/fit.py --generator hub_models/dsprites-betavae --num-potentials 32 --num-timesteps 10 \
+        --factor-regressor hub_models/dsprites-factor-regressor --output-dir runs/betavae-potentials
+    python train/fit.py --generator hub_models/dsprites-betavae --method linear --output-dir runs/betavae-linear
+
 Publish to the Hub (one commit with weights, config and card) and continue an interrupted run:
 
     python train/fit.py --generator user/my-generator --output-dir runs/mine --push-to-hub --hub-model-id user/mine
