@@ -64,6 +64,7 @@ from tqdm import tqdm  # noqa: E402
 from hub_models.mnist_vae import MNISTVAE  # noqa: E402
 from pdetraversal import PotentialFlow, losses, pde  # noqa: E402
 from pdetraversal.data import mnist  # noqa: E402
+from pdetraversal.metrics.path_shape import format_diagnostics, path_diagnostics  # noqa: E402
 from pdetraversal.transitions import sequence_matching_loss  # noqa: E402
 
 EVAL_SEED = 777  # the held-out sequences every card is measured on
@@ -339,7 +340,18 @@ images = gen.decode(gen.sample_latent(8, seed=0))   # (8, 3, 32, 32) in [0, 1]
     (out / "README.md").write_text(card, encoding="utf-8")
 
 
-def write_flow_card(out: Path, args, command: str, final: dict, held: dict, seconds: float) -> None:
+def diagnostics_section(flow: PotentialFlow, model: MNISTVAE) -> str:
+    """The path and physics diagnostics of every card (`pdetraversal.metrics.path_shape`), from held-out codes."""
+    rows = path_diagnostics(flow, model.data_latent(256, seed=0), num_steps=mnist.NUM_STATES - 1)
+    return ("## Along the paths\n\nPositive traversals of 7 steps from the codes of 256 held-out digits: straightness "
+            "is chord / arc length (1 = a straight line), first / later the first step against the mean of the others "
+            "(L_u asks for a small first step), and |u_tt|, |c²Δu|, |f| the wave equation's terms (eq. 3) along the "
+            "path; |f| small next to both terms means the equation shapes the flow, both near 0 means u is close to "
+            "linear and f = 0 holds trivially.\n\n" + format_diagnostics(rows) + "\n")
+
+
+def write_flow_card(out: Path, args, command: str, final: dict, held: dict, seconds: float,
+                    diagnostics: str = "") -> None:
     per_t = " | ".join(f"{v:.4f}" for v in held["eq_flow_per_t"])
     card = f"""---
 library_name: pdetraversal
@@ -390,7 +402,7 @@ flow, gen = load_flow_and_generator("{args.potentials_output_dir}")
 z0 = gen.data_latent(4, seed=0)
 frames = gen.decode(flow.traverse(z0, k=1).flatten(0, 1))   # rotation: (8 * 4, 3, 32, 32)
 ```
-"""
+""" + ("\n" + diagnostics if diagnostics else "")
     (out / "README.md").write_text(card, encoding="utf-8")
 
 
@@ -454,7 +466,7 @@ def main(argv=None):
         flow_out = Path(args.potentials_output_dir)
         flow_out.mkdir(parents=True, exist_ok=True)
         flow.save_pretrained(flow_out)
-        write_flow_card(flow_out, args, command, final, held, seconds)
+        write_flow_card(flow_out, args, command, final, held, seconds, diagnostics_section(flow, model))
         summary += f", flowed {held['eq_flow']:.4f} (per k {', '.join(f'{v:.4f}' for v in held['eq_flow_per_k'])})"
     print(f"saved {out}{'' if flow is None else ' and ' + args.potentials_output_dir} after {args.max_steps} steps "
           f"in {seconds:.0f} s; final " + ", ".join(f"{n} {v:.4g}" for n, v in final.items() if n != "window")
