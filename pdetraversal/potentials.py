@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hub import HubModule
+from .traversal import Traversal
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -45,14 +45,7 @@ class StackedLinear(nn.Module):
         return out.gather(1, k[:, None, None].expand(-1, 1, out.shape[-1])).squeeze(1)
 
 
-class PotentialFlow(
-    nn.Module,
-    HubModule,
-    library_name="pdetraversal",
-    license="apache-2.0",
-    tags=["latent-traversal", "potential-flow", "pdetraversal"],
-    paper_url="https://arxiv.org/abs/2304.12944",
-):
+class PotentialFlow(Traversal, tags=["latent-traversal", "potential-flow", "pdetraversal"]):
     """K potentials over a d-dimensional latent space. The constructor arguments are the config saved with the weights.
 
     Args:
@@ -71,6 +64,7 @@ class PotentialFlow(
 
     method_name = "potential"  # its key in pdetraversal.baselines.METHODS, written into config.json
     pde_terms = True  # trained with L_u and L_f (the wave equation)
+    default_label = "potential"
 
     def __init__(
         self,
@@ -85,50 +79,15 @@ class PotentialFlow(
         labels: list[str] | None = None,
         exact_initial: bool = False,
     ):
-        super().__init__()
-        if latent_dim < 1 or num_potentials < 1 or num_timesteps < 2:
-            raise ValueError("need latent_dim >= 1, num_potentials >= 1 and num_timesteps >= 2")
-        if labels is not None and len(labels) != num_potentials:
-            raise ValueError(f"got {len(labels)} labels for {num_potentials} potentials")
+        super().__init__(latent_dim, num_potentials, num_timesteps, step_size, generator, generator_revision, labels)
         h = hidden_dim or latent_dim
-        self.latent_dim, self.num_potentials, self.hidden_dim = latent_dim, num_potentials, h
-        self.num_timesteps, self.step_size, self.output_tanh = num_timesteps, step_size, output_tanh
-        self.labels, self.exact_initial = labels, exact_initial
+        self.hidden_dim, self.output_tanh, self.exact_initial = h, output_tanh, exact_initial
         self.z_in = StackedLinear(num_potentials, latent_dim, h)
         self.t_in = StackedLinear(num_potentials, h, h)
         self.t_hidden = StackedLinear(num_potentials, h, h)
         self.fuse = StackedLinear(num_potentials, h, h)
         self.out = StackedLinear(num_potentials, h, 1)
         self.wave_speed = nn.Parameter(torch.ones(num_potentials))
-
-    @property
-    def config(self) -> dict:
-        return dict(self._hub_mixin_config)
-
-    def set_labels(self, labels: list[str] | None) -> None:
-        """Name the potentials (e.g. after measuring what each one changes); saved with the config."""
-        if labels is not None and len(labels) != self.num_potentials:
-            raise ValueError(f"got {len(labels)} labels for {self.num_potentials} potentials")
-        self.labels = labels
-        self._hub_mixin_config["labels"] = labels
-
-    def label(self, k: int) -> str:
-        return self.labels[k] if self.labels else f"potential {k}"
-
-    def _check(self, z: torch.Tensor, k: int | torch.Tensor) -> int | torch.Tensor:
-        if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"z must have shape (B, {self.latent_dim}), got {tuple(z.shape)}")
-        if isinstance(k, torch.Tensor) and k.ndim == 0:
-            k = int(k)
-        if isinstance(k, int):
-            if not 0 <= k < self.num_potentials:
-                raise IndexError(f"potential index k={k} out of range 0..{self.num_potentials - 1}")
-            return k
-        if k.shape != (z.shape[0],) or k.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"k must be an int or an integer tensor of shape ({z.shape[0]},), got {k.dtype} {tuple(k.shape)}")
-        if k.numel() and (int(k.min()) < 0 or int(k.max()) >= self.num_potentials):
-            raise IndexError(f"potential indices must lie in 0..{self.num_potentials - 1}")
-        return k.long()
 
     def _time(self, t: float | torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=z.dtype, device=z.device)
@@ -153,31 +112,6 @@ class PotentialFlow(
             # Samples are independent, so the gradient of the sum is each sample's own gradient.
             (grad,) = torch.autograd.grad(u.sum(), z_, create_graph=create_graph)
         return grad
-
-    def traverse(
-        self,
-        z0: torch.Tensor,
-        k: int | torch.Tensor,
-        num_steps: int | None = None,
-        step_size: float | None = None,
-        direction: int = 1,
-        differentiable: bool = False,
-    ) -> torch.Tensor:
-        """Follow z_{t+1} = z_t + direction · step_size · ∇_z u^k(z_t, t) from z0; returns (num_steps + 1, B, d).
-
-        The path is detached unless `differentiable` (then it keeps the graph through every step, for losses on
-        whole traversals)."""
-        if direction not in (1, -1):
-            raise ValueError(f"direction must be +1 or -1, got {direction}")
-        num_steps = self.num_timesteps if num_steps is None else num_steps
-        if num_steps < 0:
-            raise ValueError(f"num_steps must be >= 0, got {num_steps}")
-        step = (self.step_size if step_size is None else step_size) * direction
-        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-            path = [z0]
-            for i in range(num_steps):
-                path.append(path[-1] + step * self.velocity(path[-1], float(i), k))
-            return torch.stack(path)
 
 
 def traverse_both_ways(flow, z0: torch.Tensor, k, num_steps: int | None = None,

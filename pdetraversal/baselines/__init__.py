@@ -25,7 +25,7 @@ import os
 from ..hub import CheckpointError, read_config
 from ..potentials import PotentialFlow
 from .axes import LatentAxes
-from .base import Traversal
+from ..traversal import Traversal
 from .linear import LinearPotential
 from .random_directions import RandomDirections
 from .sefa import SeFa

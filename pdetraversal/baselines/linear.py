@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from .base import Traversal
+from ..traversal import Traversal
 
 
 class LinearPotential(Traversal):

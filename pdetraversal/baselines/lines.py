@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Traversal
+from ..traversal import Traversal
 
 
 class StraightLines(Traversal):

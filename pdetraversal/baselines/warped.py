@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Traversal
+from ..traversal import Traversal
 
 _MIN_NORM = 1e-12  # below this ‖∇u‖ the heading is undefined; dividing by the floor instead keeps v finite (≈ 0)
 

@@ -1,17 +1,16 @@
 """The traversal interface every method shares (the flow of paper eq. 2, z_{t+1} = z_t + step · v^k(z_t, t)).
 
-`Traversal` holds what `PotentialFlow` (pdetraversal/potentials.py) already has, for the baselines to share:
-`num_potentials`, `latent_dim`, `num_timesteps`, `step_size`, `label(k)`, `config`, and `traverse`, which rolls out
-any velocity field v^k. A subclass defines `velocity(z, t, k) -> (B, d)` and its own state; the argument checks and
-their errors are PotentialFlow's, word for word, so callers (the app, the benchmarks, `traverse_both_ways`) see one
-behaviour whatever the method.
+`Traversal` is the base of `PotentialFlow` and of every baseline (`pdetraversal.baselines`): `num_potentials`,
+`latent_dim`, `num_timesteps`, `step_size`, `label(k)`, `config`, and `traverse`, which rolls out any velocity field
+v^k. A subclass defines `velocity(z, t, k) -> (B, d)` and its own state; the argument checks and their errors are
+shared, so callers (the app, the benchmarks, `traverse_both_ways`) see one behaviour whatever the method.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..hub import HubModule
+from .hub import HubModule
 
 
 class Traversal(
@@ -19,7 +18,7 @@ class Traversal(
     HubModule,
     library_name="pdetraversal",
     license="apache-2.0",
-    tags=["latent-traversal", "pdetraversal", "pdetraversal-baseline"],
+    tags=["latent-traversal", "pdetraversal"],
     paper_url="https://arxiv.org/abs/2304.12944",
 ):
     """K traversals of a d-dimensional latent space. Subclasses call `super().__init__` with the shared arguments.
