@@ -136,14 +136,15 @@ def test_tiny_supervised_fit(tmp_path):
     out = tmp_path / "pots"
     assert fit.main(args_for(tmp_path / "vae", out, "--num-potentials", "6", "--max-steps", "3", "--num-timesteps", "2",
                              "--supervision", "dsprites", "--no-output-tanh",
-                             "--factor-regressor", "hub_models/dsprites-factor-regressor")) == 0
+                             "--factor-regressor", "hub_models/dsprites-factor-regressor", "--report-samples", "32")) == 0
     flow = PotentialFlow.from_pretrained(out)
     assert flow.num_potentials == 6 and flow.config["output_tanh"] is False
     card = (out / "README.md").read_text()
     assert "potentials 0-4 were tied to the dSprites factor moves" in card and "L_z = " in card
     # A generator that encodes is measured on encoded sprites, and the prior-start numbers are given too.
     assert "starts z0 = the generator's encoding (posterior mean) of a fresh dSprites image" in card
-    assert "- The same measured from 256 starts z0 ~ N(0, I) instead: " in card
+    assert "(32 starts z0 = the generator's encoding" in card
+    assert "- The same measured from 32 starts z0 ~ N(0, I) instead: " in card
 
 
 def test_unknown_generator_is_a_clear_error(tmp_path):

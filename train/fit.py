@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--checkpoint-every", type=positive(int), default=250, help="steps between checkpoints (default 250)")
     io.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.safetensors")
     io.add_argument("--factor-regressor", help="dSprites factor regressor folder: measure what each potential changes and report it in the card")
+    io.add_argument("--report-samples", type=positive(int), default=256,
+                    help="starts per factor report of --factor-regressor; its cost grows with starts × K (default 256)")
     io.add_argument("--no-progress", action="store_true", help="no progress bar")
     h = p.add_argument_group("Hub")
     h.add_argument("--push-to-hub", action="store_true", help="after saving, publish DIR as one commit to --hub-model-id")
@@ -408,8 +410,9 @@ def main(argv=None) -> int:
 
         regressor = FactorRegressor.from_pretrained(resolve_source(args.factor_regressor))
         # Traversals of encoded sprites when the generator can encode; the prior-start numbers go in the card too.
-        report = factor_report(flow, generator, regressor, starts="encoded" if can_encode else "prior")
-        prior_report = factor_report(flow, generator, regressor) if can_encode else None
+        n = args.report_samples
+        report = factor_report(flow, generator, regressor, n, starts="encoded" if can_encode else "prior")
+        prior_report = factor_report(flow, generator, regressor, n) if can_encode else None
         if args.labels is None:
             flow.set_labels(report_labels(report))
 
