@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import sys
@@ -41,6 +40,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from hub_models import load_generator, resolve_source  # noqa: E402
+from train.flags import non_negative, positive  # noqa: E402
 from pdetraversal import PotentialFlow  # noqa: E402
 from pdetraversal.baselines import METHODS, RandomDirections, SeFa  # noqa: E402
 from pdetraversal.data.dsprites import FACTOR_NAMES  # noqa: E402
@@ -55,28 +55,6 @@ CHECKPOINT = "checkpoint.safetensors"
 RESUME_MUST_MATCH = ("method", "generator", "revision", "num_potentials", "num_timesteps", "hidden_dim", "output_tanh", "step_size",
                      "batch_size", "lr", "seed", "laplacian", "num_probes", "supervision", "matching_sequences", "exact_initial",
                      "w_diversity")
-
-
-def positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not (value > 0 and math.isfinite(value)):  # NaN fails every comparison: test for what is wanted
-            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-        return value
-    return parse
-
-
-def non_negative(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
 
 
 class Parser(argparse.ArgumentParser):

@@ -62,34 +62,13 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from hub_models.mnist_vae import MNISTVAE  # noqa: E402
+from train.flags import non_negative, positive  # noqa: E402
 from pdetraversal import PotentialFlow, losses, pde  # noqa: E402
 from pdetraversal.data import mnist  # noqa: E402
 from pdetraversal.metrics.path_shape import format_diagnostics, path_diagnostics  # noqa: E402
 from pdetraversal.transitions import sequence_matching_loss  # noqa: E402
 
 EVAL_SEED = 777  # the held-out sequences every card is measured on
-
-
-def positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    return parse
-
-
-def non_negative(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

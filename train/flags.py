@@ -1,0 +1,33 @@
+"""Argument types shared by the training scripts: numbers that must be finite and in range (no paper equation).
+
+argparse's `type=float` accepts "nan" and "inf", and NaN fails every comparison, so each check tests for what is
+wanted (value > 0 and finite) rather than against what is not.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def positive(kind):
+    """An argparse type: `kind` (int or float) parsed from the text, finite and > 0."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+        return value
+    return parse
+
+
+def non_negative(text):
+    """An argparse type: a float, finite and >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
