@@ -9,6 +9,11 @@ API endpoints (gradio_client), arguments in this order:
     /traverse (seed, k, num_steps, step_size, source, revision, start) -> strip PNG, GIF, landscape PNG, trajectory PNG
     /overview (seed, num_steps, step_size, source, revision, start)    -> PNG, one row per potential k
     /load     (source, revision)                                        -> info text (Markdown)
+    /compare  (seed, k, num_steps, step_size, source, revision, start) -> strips PNG (one row per method),
+              path-shape PNG (one column per method), table (Markdown)
+`/compare` runs the same z0 and k under every method there is for the loaded potentials' generator: the potentials,
+the trained baselines shipped under hub_models/baselines/ for that generator, and the closed-form floors (SeFa, latent
+axes, random directions) at the benchmark's matched step; the table adds each method's row of bench/results/report.json.
 `source` is a Hub repo id or a folder; `revision` a branch, tag or commit ("" for the default); `start` "data" (z0
 encodes a fresh training image, for generators that can: `Generator.data_latent`) or "prior" (z0 ~ N(0, I)); it
 may be left out ("prior", as before this argument existed; the page itself preselects "data" where it can).
@@ -19,6 +24,7 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: it reads this at import
 
+import json
 import math
 import random
 import tempfile
@@ -26,16 +32,18 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
 import torch
+from PIL import Image, ImageDraw
 
 from hub_models import load_flow_and_generator, resolve_source
 from pdetraversal import PotentialFlow, plots
-from pdetraversal.hub import CheckpointError
-from pdetraversal.metrics.path_shape import format_diagnostics, path_diagnostics
+from pdetraversal.baselines import floors, load_traversal
+from pdetraversal.hub import CheckpointError, read_config
+from pdetraversal.metrics.path_shape import format_diagnostics, mean_step, path_diagnostics, path_shape
 from pdetraversal.potentials import traverse_both_ways
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -47,6 +55,10 @@ CACHE_SIZE = 4  # (potentials, generator) pairs kept in memory
 DIAGNOSTIC_STARTS = 64  # traversals per potential behind the path diagnostics shown on load
 GIF_DIR = Path(tempfile.mkdtemp(prefix="pdetraversal-gifs-"))
 GIF_MAX_AGE_S = 900  # gradio copies each returned GIF into its own cache at once; ours can go soon after
+# The comparison view's sources; build_demo / ModelCache take others (tests point them at fixtures).
+SHIPPED_DIR = REPO_ROOT / "hub_models"  # shipped potentials live in <name>-potentials for generator <name>
+BASELINES_DIR = SHIPPED_DIR / "baselines"  # trained baselines, one folder each (config.json + model.safetensors)
+REPORT_PATH = REPO_ROOT / "bench" / "results" / "report.json"  # written by bench/reproduce.py
 
 HEADER = f"""
 # Latent traversals as potential flows
@@ -58,9 +70,20 @@ that should change one thing about the image (shape, scale, rotation, position..
 code of a training image, for generators that can encode one, or a sample of the prior N(0, I).
 Below the images: u<sup>k</sup>(·, t) on the plane through z<sub>0</sub> spanned by the path's two principal directions
 (arrows: the gradient field the traversal follows) and the path's coordinates against t.
+**Compare methods** (at the bottom) runs the same z<sub>0</sub> and k under the baselines and straight-line floors
+for this generator, with their rows of the benchmark report.
 Potentials load from a folder or a Hub repo id (user-typed repos up to {MAX_HUB_DOWNLOAD_MB} MB);
 the generator named in their config is loaded with them.
 """
+
+
+@dataclass
+class Method:
+    """One traversal method of the comparison view."""
+    name: str                  # as the view shows it
+    model: torch.nn.Module     # anything with the traversal interface (pdetraversal.traversal.Traversal)
+    report_label: str | None   # its row in report.json; None: not in the report
+    page_step: bool = False    # True: the page's step-size slider; False: its own saved step (model.step_size)
 
 
 @dataclass
@@ -69,14 +92,21 @@ class Loaded:
     generator: torch.nn.Module
     info: str
     start: str  # where the page starts z0: "data" when the generator can encode training images, else "prior"
+    line_step: float = math.nan  # mean_step of the potentials from the diagnostic starts: the floors' step
+    methods: list[Method] = field(default_factory=list)  # the potentials first, then baselines, then floors
+    report: dict | None = None  # {"name", "path", "meta", "columns", "rows"}: this generator's report.json entry
+    notes: list[str] = field(default_factory=list)  # what the comparison view left out, and why
 
 
 class ModelCache:
     """LRU of loaded (potentials, generator) pairs keyed by (source, revision). The lock guards only the dict, so a
     slow download never stalls requests for models already loaded (two first requests may both load; harmless)."""
 
-    def __init__(self, size: int = CACHE_SIZE):
+    def __init__(self, size: int = CACHE_SIZE, baselines_dir: str | Path | None = None,
+                 report_path: str | Path | None = None, shipped_dir: str | Path | None = None):
         self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+        # None: the module constants, read at load time (so a monkeypatched constant is seen).
+        self._places = {"baselines_dir": baselines_dir, "report_path": report_path, "shipped_dir": shipped_dir}
 
     def get(self, source: str | None, revision: str | None = None) -> Loaded:
         source, revision = (source or "").strip(), (revision or "").strip() or None
@@ -87,7 +117,7 @@ class ModelCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        loaded = _load(source, revision)
+        loaded = _load(source, revision, **self._places)
         with self._lock:
             self._items[key] = loaded
             while len(self._items) > self.size:
@@ -95,7 +125,7 @@ class ModelCache:
         return loaded
 
 
-def _load(source: str, revision: str | None) -> Loaded:
+def _load(source: str, revision: str | None, baselines_dir=None, report_path=None, shipped_dir=None) -> Loaded:
     try:
         flow, generator = load_flow_and_generator(source, revision, max_download_bytes=MAX_HUB_DOWNLOAD_MB * 1e6)
     except (CheckpointError, ValueError, OSError) as e:
@@ -117,7 +147,76 @@ def _load(source: str, revision: str | None) -> Loaded:
              "first / later ≪ 1 means the initial condition holds; the wave equation does work only where |u_tt| and "
              "|c²Δu| are clearly above 0 and |f| is much smaller than both.\n\n"
              + format_diagnostics(path_diagnostics(flow, z0)))
-    return Loaded(flow, generator, info, start)
+    loaded = Loaded(flow, generator, info, start, line_step=mean_step(flow, z0))
+    _add_comparison(loaded, source, Path(BASELINES_DIR if baselines_dir is None else baselines_dir),
+                    Path(REPORT_PATH if report_path is None else report_path),
+                    Path(SHIPPED_DIR if shipped_dir is None else shipped_dir))
+    return loaded
+
+
+# ------------------------------------------------------------------------------------------- the comparison's methods
+def _shown_path(path: Path) -> str:
+    """A path as the view shows it: relative to the repository where it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _read_report(report_path: Path, generator_source: str) -> tuple[dict | None, str | None]:
+    """This generator's entry of report.json as {"name", "path", "meta", "columns", "rows"}, or None and why not."""
+    shown = _shown_path(report_path)
+    if not report_path.is_file():
+        return None, f"`{shown}` is not there (bench/reproduce.py writes it): no report columns."
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        generators = report["generators"]
+        for name, entry in generators.items():
+            if entry["source"] == generator_source:
+                columns = [str(c) for c in entry["columns"]]
+                rows = {str(label): {"K": row.get("K"), "step": row.get("step"), "cells": list(row["cells"])}
+                        for label, row in entry["rows"].items()}
+                return {"name": name, "path": shown, "meta": dict(report.get("meta") or {}), "columns": columns,
+                        "rows": rows}, None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        return None, f"`{shown}` could not be read ({type(e).__name__}: {e}): no report columns."
+    return None, f"`{shown}` has no entry for the generator `{generator_source}`: no report columns."
+
+
+def _add_comparison(loaded: Loaded, source: str, baselines_dir: Path, report_path: Path, shipped_dir: Path) -> None:
+    """Fill `loaded.methods`, `.report` and `.notes`: once per load, since floors and baselines do not change."""
+    flow, gen = loaded.flow, loaded.generator
+    generator_source = flow.config["generator"]
+    loaded.report, note = _read_report(report_path, generator_source)
+    if note:
+        loaded.notes.append(note)
+    # The shipped potentials of generator <name> are <shipped_dir>/<name>-potentials (bench/reproduce.py's mapping).
+    name = loaded.report["name"] if loaded.report else Path(str(generator_source)).name
+    shipped = shipped_dir / f"{name}-potentials"
+    folder = resolve_source(source)
+    is_shipped = os.path.isdir(folder) and shipped.is_dir() and Path(folder).resolve() == shipped.resolve()
+    loaded.methods.append(Method("potentials (loaded)", flow, "potential (shipped)" if is_shipped else None,
+                                 page_step=True))
+
+    if baselines_dir.is_dir():
+        for folder in sorted(p for p in baselines_dir.iterdir() if (p / "config.json").is_file()):
+            try:
+                if read_config(str(folder)).get("generator") != generator_source:
+                    continue  # a baseline for another generator
+                model = load_traversal(str(folder))
+            except (CheckpointError, ValueError, OSError, TypeError) as e:
+                loaded.notes.append(f"baseline `{folder.name}` skipped: it does not load ({e}).")
+                continue
+            if model.latent_dim != gen.latent_dim:
+                loaded.notes.append(f"baseline `{folder.name}` skipped: its latent_dim is {model.latent_dim}, the "
+                                    f"generator's {gen.latent_dim}.")
+                continue
+            method = type(model).method_name  # the key load_traversal read from config.json
+            loaded.methods.append(Method(f"{method} ({folder.name})", model, f"{method} (trained)"))
+
+    # The floors exactly as bench/reproduce.py builds them: the potentials' K and T, their mean step from z_ref.
+    for label, model in floors(gen, flow.num_potentials, int(flow.num_timesteps), loaded.line_step).items():
+        loaded.methods.append(Method(label, model.eval(), label))
 
 
 # ------------------------------------------------------------------------------------------- input checks
@@ -199,10 +298,107 @@ def overview(models: ModelCache, seed, num_steps, step_size, source, revision, s
     return plots.overview(loaded.flow, loaded.generator, z0, num_steps, step_size)
 
 
+def _cell(text) -> str:
+    """A Markdown table cell: pipes escaped (the report's columns include |u_tt|)."""
+    return str(text).replace("|", "\\|")
+
+
+def _placeholder_strip(size: tuple[int, int], text: str) -> Image.Image:
+    """A grey strip of the given (width, height) with `text`: stands in for a method that has no k-th path, so the
+    picture keeps one row per method."""
+    image = Image.new("RGB", size, plots.GAP_COLOUR)
+    ImageDraw.Draw(image).text((8, size[1] / 2), text, fill="black", font=plots._font(16), anchor="lm")
+    return image
+
+
+def compare(models: ModelCache, seed, k, num_steps, step_size, source, revision, start="prior"):
+    """-> (strips image, path-shape image, Markdown table): the seed's z0 and the k-th traversal under every method
+    of the loaded generator (Loaded.methods), one strip row and one path-shape column per method."""
+    loaded = models.get(source, revision)
+    flow, gen = loaded.flow, loaded.generator
+    seed = _integer(seed, "seed", 0, MAX_SEED)
+    k = _integer(k, "k (potential index)", 0, flow.num_potentials - 1)
+    num_steps = _integer(num_steps, "number of steps", 1, MAX_STEPS)
+    step_size = _step_size(step_size)
+    z0 = _start_latent(gen, seed, start)
+
+    paths, steps = [], []
+    for method in loaded.methods:
+        step = step_size if method.page_step else float(method.model.step_size)
+        inside = k < method.model.num_potentials
+        steps.append(step)
+        paths.append(traverse_both_ways(method.model, z0, torch.tensor([k]), num_steps, step)[:, 0] if inside else None)
+    drawn = [p for p in paths if p is not None]  # the potentials' own path is always there: k was checked above
+    frames = plots.decode_frames(gen, torch.stack(drawn, 1))  # one decoding pass for all methods
+    strips, notes, shapes, j = [], [], [], 0
+    for method, path in zip(loaded.methods, paths):
+        if path is None:
+            notes.append(f"k = {k} out of range for this method (K = {method.model.num_potentials})")
+            strips.append(None)
+            shapes.append(None)
+            continue
+        strips.append(plots.image_strip(frames[:, j], highlight=num_steps))
+        j += 1
+        notes.append(None)
+        shapes.append({name: float(v[0]) for name, v in path_shape(path[num_steps:, None]).items()})
+    size = next(s for s in strips if s is not None).size
+    rows = [s if s is not None else _placeholder_strip(size, n) for s, n in zip(strips, notes)]
+    names = [m.name for m in loaded.methods]
+    strip_image = plots.grid(rows, names)
+    titles = [n if s is None else f"{n}\nstraightness (+ half) {s['straightness']:.3f}" for n, s in zip(names, shapes)]
+    shape_image = plots.figure_to_image(plots.path_shape_figure(paths, titles, origin_index=num_steps, notes=notes))
+    return strip_image, shape_image, _compare_table(loaded, k, num_steps, steps, shapes, notes)
+
+
+def _compare_table(loaded: Loaded, k: int, num_steps: int, steps, shapes, notes) -> str:
+    report = loaded.report
+    columns = report["columns"] if report else []
+    header = ["method", "K", "step size", "this path: straightness", "turning (deg/step)", "first / later",
+              "report row", *columns]
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    for method, step, shape, note in zip(loaded.methods, steps, shapes, notes):
+        if shape is None:
+            mine = [note, "-", "-"]
+        else:
+            ratio = shape["first_step"] / max(shape["later_step"], 1e-30)
+            mine = [f"{shape['straightness']:.4f}", f"{shape['turning_deg']:.2f}", f"{ratio:.2f}"]
+        row = report["rows"].get(method.report_label) if report and method.report_label else None
+        if method.report_label is None:
+            where = "not in the report: trained elsewhere"
+        elif report is None:
+            where = method.report_label + " (no report)"
+        elif row is None:
+            where = method.report_label + " (not in the report)"
+        else:
+            where = method.report_label
+        cells = [(row["cells"][i] if row and i < len(row["cells"]) else "-") for i in range(len(columns))]
+        lines.append("| " + " | ".join(_cell(c) for c in [method.name, method.model.num_potentials, f"{step:.4g}",
+                                                          *mine, where, *cells]) + " |")
+    text = [f"**k = {k}, {num_steps} steps each way from the same z<sub>0</sub>.** The potentials use the page's step "
+            "size; every other method uses its own saved step size: the trained baselines the one they were trained "
+            f"with, the straight-line floors (SeFa, axes, random) the potentials' mean step length "
+            f"{loaded.line_step:.4g} (from {DIAGNOSTIC_STARTS} starts of seed 0, as bench/reproduce.py matches them). "
+            "Straightness (chord / arc; 1 is a straight line), turning and first / later are for this traversal's "
+            "+ half; the report's columns are its benchmark over many starts.", "", *lines, ""]
+    if report:
+        meta = report["meta"]
+        seeds = ", ".join(map(str, meta.get("seeds", []))) or "?"
+        text.append(f"Report columns: generator `{report['name']}` of `{report['path']}`, from "
+                    f"`{meta.get('command', '?')}` (size {meta.get('size_name', '?')}, seeds {seeds}).")
+        if any(m.report_label and m.report_label.endswith("(trained)") for m in loaded.methods):
+            text[-1] += (" For the trained baselines the report's row is mean ± std over seeds; the shipped folder "
+                         "is one of those fits.")
+    if loaded.notes:
+        text += ["", *(f"- {note}" for note in loaded.notes)]
+    return "\n".join(text)
+
+
 # ------------------------------------------------------------------------------------------- the UI
-def build_demo(default_potentials: str | None = None) -> gr.Blocks:
-    """The Blocks app; `default_potentials` overrides DEFAULT_POTENTIALS (tests point it at a fixture)."""
-    models = ModelCache()
+def build_demo(default_potentials: str | None = None, baselines_dir: str | Path | None = None,
+               report_path: str | Path | None = None, shipped_dir: str | Path | None = None) -> gr.Blocks:
+    """The Blocks app; `default_potentials` overrides DEFAULT_POTENTIALS, the others BASELINES_DIR, REPORT_PATH and
+    SHIPPED_DIR (tests point them at fixtures)."""
+    models = ModelCache(baselines_dir=baselines_dir, report_path=report_path, shipped_dir=shipped_dir)
     default_source = default_potentials or DEFAULT_POTENTIALS
     try:
         default = models.get(default_source)
@@ -217,6 +413,9 @@ def build_demo(default_potentials: str | None = None) -> gr.Blocks:
 
     def overview_fn(seed, num_steps, step_size, source, revision, start):
         return overview(models, seed, num_steps, step_size, source, revision, start)
+
+    def compare_fn(seed, k, num_steps, step_size, source, revision, start):
+        return compare(models, seed, k, num_steps, step_size, source, revision, start)
 
     def load_fn(source, revision):
         return models.get(source, revision).info
@@ -258,6 +457,16 @@ def build_demo(default_potentials: str | None = None) -> gr.Blocks:
         gr.Markdown("**All K potentials from the same z<sub>0</sub>**, one row each")
         overview_img = gr.Image(type="pil", format="png", show_label=False, elem_id="overview")
 
+        gr.Markdown("## Compare methods\nThe seed's z<sub>0</sub> and potential k under every method there is for "
+                    "this generator: the loaded potentials, the trained baselines shipped for it, and the "
+                    "straight-line floors of the benchmark (SeFa, latent axes, random directions), one row each, "
+                    "with their rows of the benchmark report. Uses the seed, k, steps, step size, start and "
+                    "potentials above.")
+        compare_btn = gr.Button("Compare")
+        compare_strips = gr.Image(type="pil", format="png", show_label=False, elem_id="compare-strips")
+        compare_shape = gr.Image(type="pil", format="png", label="Path shape per method", elem_id="compare-shape")
+        compare_table = gr.Markdown(elem_id="compare-table")
+
         seed_btn.click(lambda: random.randint(0, MAX_SEED), None, seed, queue=False, api_visibility="private")
         # The API's default start stays "prior"; each page opens on real images where the generator can encode them.
         demo.load(lambda src, rev: models.get(src, rev).start, [source, revision], [start],
@@ -272,6 +481,8 @@ def build_demo(default_potentials: str | None = None) -> gr.Blocks:
                       [strip, gif, landscape, trajectory], api_name="traverse", concurrency_id="render")
         run_btn.click(overview_fn, [seed, num_steps, step_size, source, revision, start], [overview_img],
                       api_name="overview", concurrency_id="render")
+        compare_btn.click(compare_fn, [seed, k, num_steps, step_size, source, revision, start],
+                          [compare_strips, compare_shape, compare_table], api_name="compare", concurrency_id="render")
     demo.queue(default_concurrency_limit=2, max_size=16)
     return demo
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,3 +322,57 @@ def overview(flow, generator, z0: torch.Tensor, num_steps: int | None = None, st
     centre = path.shape[0] // 2
     rows = [image_strip(frames[:, i], min_size=min_size, gap=gap, highlight=centre) for i in range(num_potentials)]
     return grid(rows, [f"{i}: {flow.label(i)}" for i in range(num_potentials)], gap=gap)
+
+
+# --------------------------------------------------------------------------------------------- path shapes side by side
+def path_shape_figure(paths: list[torch.Tensor | None], titles: list[str], origin_index: int | None = None,
+                      notes: list[str | None] | None = None) -> Figure:
+    """One column per traversal (N, d), e.g. the same z_0 and k under several methods (paper eq. 2 for each).
+
+    Top: the path on its own two principal directions (`plane_basis`), drawn with equal axes so a bend shows as a
+    bend and a straight line as a straight line; z_0 starred, the ends marked − and +. Bottom: the step length
+    ‖z_{t+1} − z_t‖ against t (t counted from `origin_index`, default N // 2), which shows whether the path speeds
+    up, slows down or keeps its pace. A None path gets an empty column carrying its note (e.g. k out of range).
+    """
+    if not paths:
+        raise ValueError("path_shape_figure needs at least one path")
+    if len(titles) != len(paths) or (notes is not None and len(notes) != len(paths)):
+        raise ValueError(f"got {len(paths)} paths, {len(titles)} titles and {len(notes or paths)} notes")
+    fig = Figure(figsize=(2.4 * len(paths) + 0.5, 4.8), dpi=80)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, len(paths), squeeze=False, gridspec_kw={"height_ratios": [3, 2]})
+    fig.subplots_adjust(left=0.5 / fig.get_figwidth() + 0.02, right=0.99, bottom=0.1, top=0.86,
+                        wspace=0.35, hspace=0.35)
+    for i, (path, title) in enumerate(zip(paths, titles)):
+        top, bottom = axes[0, i], axes[1, i]
+        top.set_title(title, fontsize=9)
+        top.tick_params(labelsize=7)
+        bottom.tick_params(labelsize=7)
+        if path is None:
+            for ax in (top, bottom):
+                ax.set_xticks([])
+                ax.set_yticks([])
+            note = textwrap.fill((notes[i] if notes else None) or "no path", 24)  # the panel is ~2 inches wide
+            top.text(0.5, 0.5, note, ha="center", va="center", fontsize=8, transform=top.transAxes)
+            continue
+        p = path.detach().double().reshape(len(path), -1)
+        origin = len(p) // 2 if origin_index is None else origin_index
+        rel = p - p[origin]
+        xy = (rel @ plane_basis(p)[0].T).numpy() if p.shape[1] >= 2 else np.stack([rel[:, 0], 0 * rel[:, 0]], 1)
+        top.plot(xy[:, 0], xy[:, 1], "-o", color="tab:blue", markersize=2.5, linewidth=1.2)
+        top.plot(*xy[0], marker="$-$", color="k", markersize=9)
+        top.plot(*xy[-1], marker="$+$", color="k", markersize=9)
+        top.plot(0, 0, marker="*", color="orange", markersize=11, markeredgecolor="k")
+        top.set_aspect("equal", adjustable="datalim")
+        top.locator_params(nbins=4)
+        lengths = (p[1:] - p[:-1]).norm(dim=-1).numpy()
+        bottom.plot(np.arange(len(lengths)) - origin, lengths, "-o", color="tab:blue", markersize=2.5, linewidth=1)
+        bottom.axvline(-0.5, color="grey", linewidth=0.8)  # between the last − step and the first + step
+        bottom.set_ylim(0, max(float(lengths.max()), 1e-12) * 1.15)
+        bottom.locator_params(nbins=4)
+        bottom.set_xlabel("step t", fontsize=8)
+    axes[0, 0].set_ylabel("principal direction 2", fontsize=8)
+    axes[0, 0].set_xlabel("principal direction 1", fontsize=8)
+    axes[1, 0].set_ylabel("‖z_{t+1} − z_t‖", fontsize=8)
+    fig.suptitle("Path shape: the path on its own principal plane (equal axes) and its step lengths", fontsize=9)
+    return fig

@@ -3,6 +3,8 @@
 Fixture potentials (random weights over a tiny MLP generator) live in tmp folders, so these tests never need the
 shipped weights; one test checks that the shipped default itself loads and renders.
 """
+import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -15,7 +17,10 @@ from PIL import Image
 import app
 from hub_models import MLPGenerator
 from pdetraversal import PotentialFlow, plots
+from pdetraversal.baselines import LinearPotential, WarpedSpace
 from pdetraversal.data import dsprites
+from pdetraversal.metrics.path_shape import mean_step, path_shape
+from pdetraversal.potentials import traverse_both_ways
 
 STEPS = 3
 
@@ -40,16 +45,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+REPORT_COLUMNS = ["VP %", "straightness", "|f|"]
+REPORT_ROWS = {"potential (shipped)": ["11.1 ± 0.1", "0.91", "0.01"], "linear (trained)": ["22.2 ± 0.2", "1", "0"],
+               "warped (trained)": ["33.3 ± 0.3", "0.7", "-"], "sefa": ["44.4 ± 0.4", "1", "-"],
+               "axes": ["55.5 ± 0.5", "1", "-"], "random": ["66.6 ± 0.6", "1", "-"]}
+
+
+def write_report(path: Path, generator: str) -> Path:
+    """report.json as bench/reproduce.py writes it, one generator "fixture" whose source is `generator`."""
+    rows = {label: {"K": 3, "step": 0.25, "cells": cells} for label, cells in REPORT_ROWS.items()}
+    path.write_text(json.dumps({
+        "meta": {"command": "python bench/reproduce.py --size quick", "size_name": "quick", "seeds": [0, 1, 2],
+                 "hardware": "test"},
+        "generators": {"fixture": {"source": generator, "columns": REPORT_COLUMNS, "rows": rows}}}))
+    return path
+
+
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory):
     root = tmp_path_factory.mktemp("app")
-    return {"main": make_potentials(root / "main", 3),
-            "other": make_potentials(root / "other", 5, channels=3, image_size=16, seed=1)}
+    out = {"main": make_potentials(root / "main", 3),
+           "other": make_potentials(root / "other", 5, channels=3, image_size=16, seed=1)}
+    main_gen, other_gen = str(root / "main" / "generator"), str(root / "other" / "generator")
+    # Trained baselines (random weights, saved as bench/reproduce.py's fits are): two for the main generator, one
+    # for the other generator (must not be listed), one whose latent_dim does not fit (skipped with a note).
+    baselines = root / "baselines"
+    torch.manual_seed(2)
+    LinearPotential(4, 3, step_size=0.5, generator=main_gen).save_pretrained(baselines / "main-linear")
+    WarpedSpace(4, 2, step_size=0.7, generator=main_gen).save_pretrained(baselines / "main-warped")
+    LinearPotential(4, 5, generator=other_gen).save_pretrained(baselines / "other-linear")
+    LinearPotential(5, 3, generator=main_gen).save_pretrained(baselines / "main-wide")
+    out["baselines"] = str(baselines)
+    out["report"] = str(write_report(root / "report.json", main_gen))
+    # A copy of the main potentials where the shipped ones of generator "fixture" would be.
+    shutil.copytree(out["main"], root / "shipped" / "fixture-potentials")
+    out["shipped_dir"], out["shipped"] = str(root / "shipped"), str(root / "shipped" / "fixture-potentials")
+    return out
 
 
 @pytest.fixture(scope="module")
 def client(fixtures):
-    demo = app.build_demo(fixtures["main"])
+    demo = app.build_demo(fixtures["main"], baselines_dir=fixtures["baselines"], report_path=fixtures["report"],
+                          shipped_dir=fixtures["shipped_dir"])
     demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         yield Client(demo.local_url, verbose=False)
@@ -63,7 +100,7 @@ def strip_width(num_frames: int, image_size: int) -> int:
 
 
 def test_named_endpoints(client):
-    assert {"/traverse", "/overview", "/load"} <= set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/traverse", "/overview", "/load", "/compare"} <= set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
 
 
 def test_traverse_returns_strip_gif_and_plots(client, fixtures):
@@ -217,3 +254,121 @@ def test_shipped_default_loads_and_renders():
     grid = app.overview(models, 0, 5, 1.0, app.SHIPPED_POTENTIALS, "")
     tile = h * plots.upscale_factor(h, w, 64)
     assert grid.height == loaded.flow.num_potentials * tile + (loaded.flow.num_potentials - 1) * 4
+
+
+# ------------------------------------------------------------------------------------------- the comparison view
+MAIN_METHODS = ["potentials (loaded)", "linear (main-linear)", "warped (main-warped)", "sefa", "axes", "random"]
+
+
+def table_rows(table: str) -> dict[str, list[str]]:
+    """The comparison table's body rows by method name (cells stripped; the report's \\| escapes kept)."""
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if line.startswith("| ") and cells[0] not in ("method",) and not set(cells[0]) <= {"-"}:
+            rows[cells[0]] = cells
+    return rows
+
+
+def strips_height(num_methods: int, image_size: int) -> int:
+    tile = image_size * plots.upscale_factor(image_size, image_size, 128)
+    return num_methods * tile + (num_methods - 1) * 4
+
+
+def test_compare_shows_every_method_of_the_generator(client, fixtures):
+    strips, shape, table = client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", api_name="/compare")
+    rows = table_rows(table)
+    assert list(rows) == MAIN_METHODS  # the other generator's baseline is not there, the misfit is skipped
+    assert "other-linear" not in table
+    assert "baseline `main-wide` skipped: its latent_dim is 5, the generator's 4" in table
+    with Image.open(strips) as im:
+        assert im.height == strips_height(6, 8)  # one strip per method
+        strip = np.asarray(im.convert("RGB"))
+    with Image.open(shape) as im:
+        assert im.size == (round((2.4 * 6 + 0.5) * 80), round(4.8 * 80))  # one column per method
+    # The potentials' row is exactly /traverse's strip (right-aligned after the labels).
+    alone = np.asarray(Image.open(client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", api_name="/traverse")[0]))
+    assert np.array_equal(strip[:128, -alone.shape[1]:], alone[..., :3])
+    # Report: the header carries its columns (pipes escaped); trained baselines and floors get their rows' cells.
+    assert "| VP % | straightness | \\|f\\| |" in table
+    assert rows["linear (main-linear)"][6:] == ["linear (trained)", *REPORT_ROWS["linear (trained)"]]
+    assert rows["axes"][6:] == ["axes", *REPORT_ROWS["axes"]]
+    assert rows["potentials (loaded)"][6:] == ["not in the report: trained elsewhere", "-", "-", "-"]
+    assert "python bench/reproduce.py --size quick" in table and "size quick, seeds 0, 1, 2" in table
+    assert "mean ± std over seeds; the shipped folder is one of those fits" in table
+
+
+def test_compare_numbers_are_those_of_the_traversals(client, fixtures):
+    table = client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", api_name="/compare")[2]
+    rows = table_rows(table)
+    loaded = app.ModelCache().get(fixtures["main"])
+    flow, gen = loaded.flow, loaded.generator
+    # The floors' step is the potentials' mean step from the 64 prior starts of seed 0 (bench/reproduce.py's match).
+    step = mean_step(flow, gen.sample_latent(64, seed=0))
+    assert 0.01 < step < 10
+    for name in ("sefa", "axes", "random"):
+        assert rows[name][2] == f"{step:.4g}"
+        assert next(m for m in loaded.methods if m.name == name).model.step_size == step
+    assert rows["potentials (loaded)"][2] == "0.8" and rows["linear (main-linear)"][2] == "0.5"  # own saved step
+    assert rows["axes"][3] == "1.0000" and rows["axes"][4] == "0.00"  # a straight line
+    assert rows["linear (main-linear)"][3] == "1.0000"
+    # The potentials' straightness and turning are those of the + half of the same traversal.
+    z0 = gen.sample_latent(1, seed=7)
+    path = traverse_both_ways(flow, z0, torch.tensor([1]), STEPS, 0.8)[STEPS:]
+    shape = path_shape(path)
+    assert rows["potentials (loaded)"][3] == f"{float(shape['straightness'][0]):.4f}"
+    assert rows["potentials (loaded)"][4] == f"{float(shape['turning_deg'][0]):.2f}"
+    assert float(rows["potentials (loaded)"][3]) < 0.9999  # random potentials bend: the column tells them apart
+
+
+def test_compare_k_out_of_range_for_one_method_or_the_potentials(client, fixtures):
+    strips, _, table = client.predict(0, 2, STEPS, 0.8, fixtures["main"], "", api_name="/compare")
+    rows = table_rows(table)
+    assert rows["warped (main-warped)"][3] == "k = 2 out of range for this method (K = 2)"
+    assert rows["random"][3] != "-" and rows["sefa"][3] != "-"
+    with Image.open(strips) as im:
+        assert im.height == strips_height(6, 8)  # the warped row is a placeholder strip
+    with pytest.raises(Exception) as err:
+        client.predict(0, 3, STEPS, 0.8, fixtures["main"], "", api_name="/compare")
+    assert "k (potential index) must be an integer from 0 to 2, got 3" in str(err.value)
+
+
+def test_compare_other_generator_lists_its_own_baseline(client, fixtures):
+    strips, shape, table = client.predict(0, 4, STEPS, 1.0, fixtures["other"], "", api_name="/compare")
+    rows = table_rows(table)
+    # K = 5 over d = 4: axes and SeFa have 4 directions, so k = 4 is out of range for them only.
+    assert list(rows) == ["potentials (loaded)", "linear (other-linear)", "sefa", "axes", "random"]
+    assert rows["axes"][3] == rows["sefa"][3] == "k = 4 out of range for this method (K = 4)"
+    assert "has no entry for the generator" in table and "VP %" not in table
+    with Image.open(strips) as im:
+        assert im.height == strips_height(5, 16)
+    with Image.open(shape) as im:
+        assert im.width == round((2.4 * 5 + 0.5) * 80)
+
+
+def test_compare_shipped_potentials_get_their_report_row(fixtures):
+    models = app.ModelCache(baselines_dir=fixtures["baselines"], report_path=fixtures["report"],
+                            shipped_dir=fixtures["shipped_dir"])
+    table = app.compare(models, 0, 0, STEPS, 1.0, fixtures["shipped"], "")[2]
+    assert table_rows(table)["potentials (loaded)"][6:] == ["potential (shipped)", *REPORT_ROWS["potential (shipped)"]]
+
+
+def test_compare_without_a_readable_report_still_answers(fixtures, tmp_path):
+    demo = app.build_demo(fixtures["main"], baselines_dir=fixtures["baselines"], report_path=tmp_path / "none.json")
+    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        strips, _, table = Client(demo.local_url, verbose=False).predict(0, 0, STEPS, 1.0, fixtures["main"], "",
+                                                                         api_name="/compare")
+    finally:
+        demo.close()
+    assert "none.json` is not there" in table and "VP %" not in table
+    assert list(table_rows(table)) == MAIN_METHODS and table_rows(table)["axes"][3] == "1.0000"
+    with Image.open(strips) as im:
+        assert im.height == strips_height(6, 8)
+    (tmp_path / "bad.json").write_text("{not json")
+    models = app.ModelCache(baselines_dir=fixtures["baselines"], report_path=tmp_path / "bad.json")
+    table = app.compare(models, 0, 0, STEPS, 1.0, fixtures["main"], "")[2]
+    assert "bad.json` could not be read (JSONDecodeError" in table and list(table_rows(table)) == MAIN_METHODS
+    (tmp_path / "odd.json").write_text(json.dumps({"generators": {"x": {"columns": []}}}))  # no "source"
+    models = app.ModelCache(baselines_dir=fixtures["baselines"], report_path=tmp_path / "odd.json")
+    assert "odd.json` could not be read (KeyError" in app.compare(models, 0, 0, STEPS, 1.0, fixtures["main"], "")[2]

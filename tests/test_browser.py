@@ -73,6 +73,34 @@ def test_pick_k_run_and_see_every_picture(served, tmp_path):
             browser.close()
 
 
+def test_compare_methods_shows_strips_shapes_and_table(served):
+    url, folder = served
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (never download a browser)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(url)
+            compare = page.get_by_role("button", name="Compare", exact=True)
+            compare.wait_for(timeout=60_000)
+            compare.click()
+            for element in ("compare-strips", "compare-shape"):
+                page.wait_for_function(LOADED, arg=f"#{element} img", timeout=60_000)
+            table = page.locator("#compare-table table")
+            table.wait_for(timeout=60_000)
+            expect(table).to_contain_text("axes")
+            expect(table).to_contain_text("potentials (loaded)")
+            width, height = page.eval_on_selector("#compare-strips img", "i => [i.naturalWidth, i.naturalHeight]")
+            tile = 8 * plots.upscale_factor(8, 8, 128)
+            # The fixture's generator has no shipped baselines: the potentials and the floors sefa, axes, random.
+            assert height == 4 * tile + 3 * 4 and width > (2 * 10 + 1) * tile
+            assert page.eval_on_selector("#compare-shape img", "i => i.naturalWidth") > 300
+            assert page.get_by_text("Error").count() == 0
+        finally:
+            browser.close()
+
+
 def test_shipped_default_page_starts_from_an_encoded_sprite(tmp_path):
     # The API's default start is the prior; the page itself switches to encoded sprites when the generator can.
     if not os.path.exists(CHROMIUM):

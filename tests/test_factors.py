@@ -207,6 +207,25 @@ def test_report_labels():
     assert report_labels(report) == ["x (90%)", "scale + y", "still"]
 
 
+def test_factor_gap_scores_one_clean_traversal_per_factor_and_punishes_repeats():
+    from pdetraversal.metrics.factors import FACTOR_NAMES, factor_gap
+
+    def row(active=True, **change):
+        return {"change": {f: change.get(f, 0.0) for f in FACTOR_NAMES}, "active": active}
+
+    clean = [row(**{f: 0.8}) for f in FACTOR_NAMES]
+    assert factor_gap(clean) == pytest.approx(1.0)
+    # Two traversals moving x alone: x's gap is 1 - 1 = 0; y uncovered: 0; the other three stay 1.
+    repeats = [row(x=1.0), row(x=0.5), row(shape=1.0), row(scale=1.0), row(orientation=1.0)]
+    assert factor_gap(repeats) == pytest.approx(3 / 5)
+    # Entangled: one traversal 75% x / 25% y, one 50/50: x gap 0.75 - 0.5, y gap 0.5 - 0.25; three uncovered.
+    mixed = [row(x=0.3, y=0.1), row(x=0.2, y=0.2)]
+    assert factor_gap(mixed) == pytest.approx((0.25 + 0.25) / 5)
+    # Inactive traversals do not count (a still potential is no second candidate for its factor).
+    assert factor_gap(clean + [row(active=False, x=0.05)]) == pytest.approx(1.0)
+    assert factor_gap([]) == 0.0
+
+
 def test_shipped_potentials_match_their_card(regressor):
     # The labels and the verdict in the shipped card come from this report: recompute it with the card's settings.
     from hub_models import load_flow_and_generator

@@ -132,3 +132,36 @@ def test_fits_are_cached(setup):
     before = (runs / "potential-s0" / "model.safetensors").stat().st_mtime_ns
     reproduce.train_cached(None, "unused", "potential", 0, SIZE, runs / "potential-s0")  # fit=None: must not train
     assert (runs / "potential-s0" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_report_json_holds_the_tables_cells(setup):
+    import json
+
+    data = json.loads((setup["root"] / "out" / "report.json").read_text(encoding="utf-8"))
+    entry = data["generators"]["tiny"]
+    g = setup["g"]
+    assert entry["source"] == g["source"] and data["meta"]["command"] == "python bench/reproduce.py --test"
+    assert entry["columns"][:6] == ["VP %", "≥ 60% share", "factors covered", "repeated", "gap", "mean share"]
+    for label, v in g["methods"].items():
+        row = entry["rows"][label]
+        assert row["K"] == v["K"] and row["cells"][0] == reproduce.fmt([r["vp"] for r in v["per_seed"]])
+        gap = reproduce.fmt([r["factors"]["gap"] for r in v["per_seed"]], 2)
+        assert row["cells"][entry["columns"].index("gap")] == gap
+        # the same cells as the markdown row
+        assert f"| {label} | {v['K']} | {v['step']:.4f} | " + " | ".join(row["cells"][1:]) + " |" in setup["text"]
+
+
+def test_parallel_jobs_give_the_serial_numbers(tmp_path):
+    # Two worker processes (spawn) against this process, on a shipped generator at the smoke size: same cells.
+    import json
+    import subprocess
+    import sys
+
+    args = ["--quick", "--seeds", "0", "--only", "mnist-joint-vae", "--no-ablation", "--runs", str(tmp_path / "runs")]
+    serial = reproduce.main(args + ["--out", str(tmp_path / "serial")])
+    assert serial["meta"]["hardware"].endswith("1 process(es) × 1 torch thread(s)")
+    subprocess.run([sys.executable, str(ROOT / "bench" / "reproduce.py"), *args, "--jobs", "2",
+                    "--out", str(tmp_path / "parallel")], check=True, cwd=ROOT, capture_output=True)
+    a, b = (json.loads((tmp_path / d / "report.json").read_text(encoding="utf-8")) for d in ("serial", "parallel"))
+    assert a["generators"] == b["generators"]
+    assert "2 process(es)" in b["meta"]["hardware"]

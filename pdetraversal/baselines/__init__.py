@@ -41,6 +41,19 @@ METHODS = {
 }
 
 
+def floors(generator, num_potentials: int, num_timesteps: int, step_size: float, seed: int = 0) -> dict:
+    """The closed-form lines every method is compared with, at the same T and step: {"sefa" (where the generator
+    has `latent_weight()`), "axes", "random"}. Axes and SeFa take min(d, K) directions, random K (seed `seed`)."""
+    d = int(generator.latent_dim)
+    out = {}
+    if callable(getattr(generator, "latent_weight", None)) and generator.latent_weight() is not None:
+        out["sefa"] = SeFa.from_generator(generator, min(d, num_potentials), num_timesteps=num_timesteps,
+                                          step_size=step_size)
+    out["axes"] = LatentAxes(d, min(d, num_potentials), num_timesteps, step_size)
+    out["random"] = RandomDirections(d, num_potentials, num_timesteps, step_size, seed=seed)
+    return out
+
+
 def load_traversal(repo_id_or_folder: str | os.PathLike, revision: str | None = None, **download_kwargs):
     """Any method saved with save_pretrained, from a folder or a Hub repo (at `revision`), in eval mode.
 
@@ -53,5 +66,5 @@ def load_traversal(repo_id_or_folder: str | os.PathLike, revision: str | None = 
     return METHODS[name].from_pretrained(repo_id_or_folder, revision=revision, **download_kwargs).eval()
 
 
-__all__ = ["METHODS", "load_traversal", "Traversal", "PotentialFlow", "LinearPotential", "WarpedSpace", "SeFa",
+__all__ = ["METHODS", "floors", "load_traversal", "Traversal", "PotentialFlow", "LinearPotential", "WarpedSpace", "SeFa",
            "LatentAxes", "RandomDirections"]

@@ -26,7 +26,14 @@ the play operator: jitter within the band counts 0, a monotone change D counts D
 A potential's dominant factor is the one with the largest change, its share that change over the sum of all five;
 a potential whose total change is under `MIN_TOTAL_CHANGE` (0.1) is reported as inactive.
 
-Public: `FactorRegressor`, `train_factor_regressor`, `evaluate_regressor`, `factor_report`, `format_report`,
+`factor_gap` is a mutual-information-gap-style score over the K traversals (after MIG, Chen et al., NeurIPS 2018,
+which for each factor takes the gap between the two latents most informative about it): for each factor, the gap
+between the two largest shares that factor has among the active traversals (share of traversal k in factor f:
+change_k(f) / total_k), averaged over the five factors. 1 when every factor has one traversal that moves it alone
+and no other that moves it; 0 for a factor no traversal moves, or two that move it equally (a repeat).
+
+Public: `FactorRegressor`, `train_factor_regressor`, `evaluate_regressor`, `factor_report`, `factor_gap`,
+`format_report`,
 `report_labels`.
 """
 from __future__ import annotations
@@ -265,6 +272,16 @@ def _predict_frames(regressor, generator, path, device, chunk_size) -> dict[str,
     return {key: torch.cat([q[key] for q in preds]).reshape(n, b, *preds[0][key].shape[1:]) for key in preds[0]}
 
 
+def factor_gap(potentials: list[dict]) -> float:
+    """The MIG-style gap of `factor_report`'s per-potential rows ({"change": {factor: float}, "active": bool}): per
+    factor, the largest minus the second-largest share among active traversals (0 where fewer exist), averaged over
+    FACTOR_NAMES."""
+    shares = {f: sorted((r["change"][f] / sum(r["change"].values()) for r in potentials
+                         if r.get("active", True) and sum(r["change"].values()) > 0), reverse=True) + [0.0, 0.0]
+              for f in FACTOR_NAMES}
+    return sum(v[0] - v[1] for v in shares.values()) / len(FACTOR_NAMES)
+
+
 def factor_report(flow, generator, regressor: FactorRegressor, num_samples: int = 256, seed: int = 0,
                   num_steps: int | None = None, tolerance: dict[str, float] | None = None,
                   chunk_size: int = 1024, starts: str = "prior") -> dict:
@@ -287,7 +304,8 @@ def factor_report(flow, generator, regressor: FactorRegressor, num_samples: int 
                          "num_disentangled" (active with share >= 0.6),
                          "covered_factors" (dominant for >= 1 active potential), "num_covered",
                          "disentangled_factors" (dominant with share >= 0.6 for an active potential),
-                         "num_repeated" (active potentials whose dominant factor another active one shares)},
+                         "num_repeated" (active potentials whose dominant factor another active one shares),
+                         "gap" (`factor_gap`, in [0, 1])},
              "settings": {"num_samples", "seed", "num_steps", "tolerance", "starts"}}.
     """
     T = int(flow.config["num_timesteps"] if num_steps is None else num_steps)
@@ -337,6 +355,7 @@ def factor_report(flow, generator, regressor: FactorRegressor, num_samples: int 
             "num_covered": len(covered),
             "disentangled_factors": clean,
             "num_repeated": repeated,
+            "gap": factor_gap(potentials),
         },
         "settings": {"num_samples": num_samples, "seed": seed, "num_steps": T,
                      "tolerance": dict(TOLERANCE if tolerance is None else tolerance), "starts": starts},
@@ -389,10 +408,12 @@ def format_report(report: dict) -> str:
         f"{m['share_threshold']}; factors covered (dominant for at least one potential): "
         f"{', '.join(m['covered_factors']) or 'none'} ({m['num_covered']} of {len(FACTOR_NAMES)}); "
         f"with share >= {m['share_threshold']}: {', '.join(m['disentangled_factors']) or 'none'}; "
-        f"{m['num_repeated']} active potentials share their dominant factor with another one.",
+        f"{m['num_repeated']} active potentials share their dominant factor with another one; factor gap "
+        f"(MIG-style, 1 = each factor moved by one traversal alone) {m['gap']:.2f}.",
     ]
     return "\n".join(lines)
 
 
-__all__ = ["FactorRegressor", "train_factor_regressor", "evaluate_regressor", "factor_report", "format_report", "report_labels",
+__all__ = ["FactorRegressor", "train_factor_regressor", "evaluate_regressor", "factor_report", "factor_gap", "format_report",
+           "report_labels",
            "trajectory_change", "play_total_variation", "soften", "SHARE_THRESHOLD", "MIN_TOTAL_CHANGE", "TOLERANCE"]

@@ -11,7 +11,7 @@ step is small next to the later ones. So, per potential, along traversals from g
   only when the two terms are large and cancel, i.e. |f| ≪ |u_tt| ≈ |c²Δu| with both clearly non-zero.
 The physics columns need `potential(z, t, k)` and `wave_speed`; methods without them (straight lines) get None.
 
-Public: `path_shape(path)`, `path_diagnostics(method, z0, ...)`, `format_diagnostics(rows)`.
+Public: `path_shape(path)`, `mean_step(method, z0)`, `path_diagnostics(method, z0, ...)`, `format_diagnostics(rows)`.
 """
 from __future__ import annotations
 
@@ -70,6 +70,14 @@ def _physics(method, path: torch.Tensor, k: int, laplacian: str | None) -> dict[
     return {"u_tt": mean_abs(u_tt), "c2_laplacian": c2 * mean_abs(lap), "residual": mean_abs(f), "wave_speed": math.sqrt(c2)}
 
 
+def mean_step(method, z0: torch.Tensor) -> float:
+    """Mean latent step length ‖z_{t+1} − z_t‖ of the positive traversals from z0, over k, t and starts: the step
+    straight-line floors get so that they move as far as the method they are compared with."""
+    lengths = [(p[1:] - p[:-1]).norm(dim=-1).mean() for p in
+               (method.traverse(z0, k).detach() for k in range(int(method.num_potentials)))]
+    return float(torch.stack(lengths).mean())
+
+
 def path_diagnostics(method, z0: torch.Tensor, num_steps: int | None = None, step_size: float | None = None,
                      laplacian: str | None = None) -> list[dict]:
     """One row per potential k of `method` (anything with the traversal interface): the shape of its positive
@@ -96,4 +104,4 @@ def format_diagnostics(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["path_shape", "path_diagnostics", "format_diagnostics", "EXACT_LAPLACIAN_MAX_DIM"]
+__all__ = ["path_shape", "mean_step", "path_diagnostics", "format_diagnostics", "EXACT_LAPLACIAN_MAX_DIM"]
