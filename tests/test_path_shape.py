@@ -66,4 +66,7 @@ def test_a_potential_flow_gets_every_column_and_a_line_gets_no_physics():
     line.potential = None  # no potential: like a straight-line baseline
     assert path_diagnostics(line, torch.randn(4, 2))[0]["physics"] is None
     table = format_diagnostics(rows)
-    assert table.count("\n") == 4 and "|u_tt|" in table
+    assert table.count("\n") == 4 and "\\|u_tt\\|" in table
+    # Every line has the header's number of Markdown cells: the escaped pipes do not split a cell.
+    cells = [len(line.replace("\\|", "").split("|")) for line in table.splitlines()]
+    assert len(set(cells)) == 1

@@ -93,7 +93,9 @@ def path_diagnostics(method, z0: torch.Tensor, num_steps: int | None = None, ste
 
 def format_diagnostics(rows: list[dict]) -> str:
     """A markdown table of `path_diagnostics` rows, for cards and the console."""
-    lines = ["| k | straightness | turning (deg/step) | first step | later steps | first / later | |u_tt| | |c²Δu| | |f| | c |",
+    # The pipes of |u_tt| are escaped: unescaped they would end the Markdown cells.
+    lines = ["| k | straightness | turning (deg/step) | first step | later steps | first / later | \\|u_tt\\| | "
+             "\\|c²Δu\\| | \\|f\\| | c |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p = r["physics"]
