@@ -1,7 +1,15 @@
 """Hub I/O shared by potentials and generators: safetensors only, strict keys, loud errors.
 
 No paper equation lives here. Every Hub operation goes through huggingface_hub's public API
-(`hf_hub_download`, `PyTorchModelHubMixin`); nothing here speaks HTTP itself.
+(`hf_hub_download`, `HfApi.model_info`, `PyTorchModelHubMixin`); nothing here speaks HTTP itself.
+
+Three guards for files named by strangers (the Space loads any repo id typed into it):
+- an unreachable Hub is found with one request (`HfApi.model_info`, which does not retry) before `hf_hub_download`,
+  which would retry for about 20 s before falling back to the local cache; then only the cache is used;
+- the tensor shapes in the safetensors header (read without loading any data) must match the model that config.json
+  describes, built first on the meta device (no memory): a 365-byte config asking for a 10^12-row layer is refused
+  before anything is allocated;
+- weights that are not finite (NaN, inf) are refused.
 """
 from __future__ import annotations
 
@@ -10,18 +18,20 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx2  # huggingface_hub's HTTP client (a pinned dependency of it): its TransportError is "no connection"
 import safetensors.torch
 import torch
-from huggingface_hub import HfApi, PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub import HfApi, PyTorchModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
     HFValidationError,
     LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -29,6 +39,11 @@ CONFIG_NAME = "config.json"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded: missing, corrupt, or not matching the model."""
+
+
+def _unreachable(where: str) -> CheckpointError:
+    return CheckpointError(f"the Hub cannot be reached and {where} is not in the local cache "
+                           "(set HF_HUB_OFFLINE=1 to skip the retries)")
 
 
 @contextmanager
@@ -43,10 +58,14 @@ def _hub_errors(repo_id: str, revision: str | None, what: str):
         raise CheckpointError(f"Hub repo '{repo_id}' not found (and no such local folder)") from e
     except RevisionNotFoundError as e:
         raise CheckpointError(f"revision '{revision}' not found in Hub repo '{repo_id}'") from e
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:  # before EntryNotFoundError: it subclasses it
+        if constants.HF_HUB_OFFLINE:
+            raise CheckpointError(f"HF_HUB_OFFLINE is set and {what} of {where} is not in the local cache") from e
+        raise _unreachable(where) from e
     except EntryNotFoundError as e:
         raise CheckpointError(f"{what} not found in Hub repo {where}") from e
-    except LocalEntryNotFoundError as e:
-        raise CheckpointError(f"{what} of {where} is not in the local cache and the Hub cannot be reached") from e
+    except httpx2.TransportError as e:  # connection refused, unknown host, timeout
+        raise _unreachable(where) from e
     except (HfHubHTTPError, OSError) as e:
         raise CheckpointError(f"could not get {what} of {where} from the Hub: {e}") from e
 
@@ -58,8 +77,15 @@ def resolve_file(repo_id_or_path: str | os.PathLike, filename: str, revision: st
         if not path.is_file():
             raise CheckpointError(f"{filename} not found in folder {repo_id_or_path}")
         return str(path)
-    with _hub_errors(str(repo_id_or_path), revision, filename):
-        return hf_hub_download(str(repo_id_or_path), filename, revision=revision, **download_kwargs)
+    repo_id = str(repo_id_or_path)
+    with _hub_errors(repo_id, revision, filename):
+        if not constants.HF_HUB_OFFLINE and not download_kwargs.get("local_files_only"):
+            try:  # one request, no retries: is the Hub there at all?
+                HfApi().model_info(repo_id, revision=revision, token=download_kwargs.get("token"))
+            except httpx2.TransportError:
+                return hf_hub_download(repo_id, filename, revision=revision,
+                                       **{**download_kwargs, "local_files_only": True})
+        return hf_hub_download(repo_id, filename, revision=revision, **download_kwargs)
 
 
 def check_download_size(repo_id: str, revision: str | None, max_bytes: float,
@@ -67,8 +93,10 @@ def check_download_size(repo_id: str, revision: str | None, max_bytes: float,
     """The commit sha of repo_id@revision, after checking that `filenames` there add up to at most `max_bytes`.
 
     For servers that load repos named by strangers (the Space): pass the sha on as the revision, so what is
-    downloaded is what was measured.
+    downloaded is what was measured. Offline (HF_HUB_OFFLINE) nothing is downloaded: the revision is returned as it is.
     """
+    if constants.HF_HUB_OFFLINE:
+        return revision
     with _hub_errors(repo_id, revision, "the file list"):
         info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
     where = f"{repo_id}@{revision}" if revision else repo_id
@@ -90,22 +118,38 @@ def read_config(repo_id_or_path: str | os.PathLike, revision: str | None = None,
         raise CheckpointError(f"{CONFIG_NAME} of {repo_id_or_path} is not valid JSON: {e}") from e
 
 
+def header_shapes(weights_file: str) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes a safetensors file declares, from its header alone (no tensor data is read)."""
+    try:
+        with safe_open(weights_file, framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights_file} is not a readable safetensors file: {e}") from e
+
+
+def _check_shapes(name: str, weights_file: str, found: dict, expected: dict) -> None:
+    problems = [f"missing key '{k}'" for k in expected if k not in found]
+    problems += [f"unexpected key '{k}'" for k in found if k not in expected]
+    problems += [f"key '{k}' has shape {found[k]}, the model expects {expected[k]}"
+                 for k in expected if k in found and found[k] != expected[k]]
+    if problems:
+        more = f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
+        raise CheckpointError(f"checkpoint {weights_file} does not match {name}: " + "; ".join(problems[:4]) + more)
+
+
 def load_state_strict(model: torch.nn.Module, weights_file: str, map_location: str = "cpu") -> None:
-    """Load a safetensors file into `model`, naming every missing, unexpected or wrongly shaped tensor."""
+    """Load a safetensors file into `model`, naming every missing, unexpected or wrongly shaped tensor, and
+    refusing tensors that hold NaN or inf."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _check_shapes(type(model).__name__, weights_file, header_shapes(weights_file), expected)
     try:
         state = safetensors.torch.load_file(weights_file, device=map_location)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{weights_file} is not a readable safetensors file: {e}") from e
-    expected = model.state_dict()
-    problems = [f"missing key '{k}'" for k in expected if k not in state]
-    problems += [f"unexpected key '{k}'" for k in state if k not in expected]
-    problems += [
-        f"key '{k}' has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if problems:
-        raise CheckpointError(f"checkpoint {weights_file} does not match {type(model).__name__}: " + "; ".join(problems))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint {weights_file} holds non-finite values (NaN or inf) in "
+                              + ", ".join(f"'{k}'" for k in bad) + ": refusing to load it")
     model.load_state_dict(state, strict=True)
 
 
@@ -130,9 +174,16 @@ class HubModule(PyTorchModelHubMixin):
                          map_location: str = "cpu", strict: bool = True, **model_kwargs):
         if not strict:
             raise ValueError(f"{cls.__name__} always loads strictly; strict=False is not supported")
-        model = cls(**model_kwargs)
         weights = resolve_file(model_id, WEIGHTS_NAME, revision, cache_dir=cache_dir, force_download=force_download,
                                local_files_only=local_files_only, token=token)
+        # The sizes in config.json are a stranger's word: build the model on the meta device first (shapes, no
+        # memory) and compare with the file's header before anything real is allocated.
+        with torch.device("meta"):
+            skeleton = cls(**model_kwargs)
+        _check_shapes(cls.__name__, weights, header_shapes(weights),
+                      {k: tuple(v.shape) for k, v in skeleton.state_dict().items()})
+        del skeleton
+        model = cls(**model_kwargs)
         load_state_strict(model, weights, map_location)
         model.eval()
         return model
