@@ -167,7 +167,13 @@ class HubModule(PyTorchModelHubMixin):
     def save_pretrained(self, save_directory, *, config=None, **kwargs):
         if self.method_name is not None:
             config = {**(config or self._hub_mixin_config or {}), "method": self.method_name}
-        return super().save_pretrained(save_directory, config=config, **kwargs)
+        result = super().save_pretrained(save_directory, config=config, **kwargs)
+        # safetensors writes through a private temp file (mode 0600); give the weights the mode of the config.json
+        # written beside them (the umask's), so whoever may read the config may read the weights.
+        weights, config_file = Path(save_directory) / WEIGHTS_NAME, Path(save_directory) / CONFIG_NAME
+        if weights.is_file() and config_file.is_file():
+            weights.chmod(config_file.stat().st_mode & 0o777)
+        return result
 
     @classmethod
     def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,

@@ -205,6 +205,9 @@ def test_report_labels():
         entry(2, {**zero, "x": 0.01, "y": 0.01}, active=False),
     ]}
     assert report_labels(report) == ["x (90%)", "scale + y", "still"]
+    report["potentials"] += [entry(3, {**zero, "scale": 0.5, "y": 0.3, "x": 0.2}), entry(4, {**zero, "x": 0.01}, False),
+                             entry(5, {**zero, "scale": 0.4, "y": 0.35})]
+    assert report_labels(report) == ["x (90%)", "scale + y", "still", "scale + y #2", "still #2", "scale + y #3"]
 
 
 def test_factor_gap_scores_one_clean_traversal_per_factor_and_punishes_repeats():

@@ -126,3 +126,15 @@ def test_non_finite_weights_are_refused(tmp_path):
     safetensors.torch.save_file(state, weights)
     with pytest.raises(CheckpointError, match=r"non-finite values \(NaN or inf\) in .*'wave_speed'.*refusing"):
         load_flow_and_generator(tmp_path / "pots")
+
+
+def test_saved_weights_are_as_readable_as_their_config(tmp_path):
+    PotentialFlow(4, 3, hidden_dim=8).save_pretrained(tmp_path)
+    modes = {f: (tmp_path / f).stat().st_mode & 0o777 for f in ("config.json", "model.safetensors")}
+    assert modes["model.safetensors"] == modes["config.json"] == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -369,7 +369,8 @@ def _format_tolerance(tol: dict | None) -> str:
 
 
 def report_labels(report: dict) -> list[str]:
-    """A short name per potential: its dominant factor and share, or its two largest factors when it moves several."""
+    """A short name per potential: its dominant factor and share, or its two largest factors when it moves several.
+    A name that an earlier potential already has gets " #2", " #3", ...: the menu must tell them apart."""
     labels = []
     for r in report["potentials"]:
         top = sorted(FACTOR_NAMES, key=lambda f: r["change"][f], reverse=True)
@@ -379,6 +380,11 @@ def report_labels(report: dict) -> list[str]:
             labels.append(f"{top[0]} ({r['share']:.0%})")
         else:
             labels.append(f"{top[0]} + {top[1]}")
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            labels[i] = f"{label} #{seen[label]}"
     return labels
 
 
