@@ -179,6 +179,8 @@ def train_cached(fit, generator_source: str, method: str, seed: int, size: dict,
             code = fit.main(argv)
         (run_dir / "fit.log").write_text("python train/fit.py " + " ".join(shlex.quote(a) for a in argv) + "\n"
                                          + captured.getvalue(), encoding="utf-8")
+        if code in (130, 143):  # fit.py saved a checkpoint on SIGINT / SIGTERM: stop here, a rerun resumes it
+            raise KeyboardInterrupt
         if code != 0:
             raise RuntimeError(f"fit.py failed ({code}) for {run_dir}")
     return load_traversal(run_dir)

@@ -18,17 +18,29 @@ Publish to the Hub (one commit with weights, config and card) and continue an in
     python train/fit.py --generator user/my-generator --output-dir runs/mine --push-to-hub --hub-model-id user/mine
     python train/fit.py --generator user/my-generator --output-dir runs/mine --resume
 
-Checkpoints go to DIR/checkpoint.safetensors every --checkpoint-every steps (written, then renamed), so an
-interrupted run loses at most one interval. At the end DIR always gets the potentials first (save_pretrained);
-the push comes after, and a failed push leaves DIR intact and prints how to retry.
+Checkpoints go to DIR/checkpoint.safetensors every --checkpoint-every steps and once more when the last step is
+done (written to a temporary file, fsync'ed, then renamed over the old one), so a run killed at any point (kill -9,
+power loss) loses at most one interval; each carries the last 50 steps' loss terms and the time spent, so the card of
+a resumed run is the card the uninterrupted run would have written, except the time it took. --resume says which step
+it continues from; a truncated or corrupt checkpoint is a one-line error that leaves the file as it is.
+
+Ctrl-C (SIGINT) or SIGTERM lets the step in progress finish, writes a checkpoint of it, prints one line with the
+command that resumes, and exits 130 / 143; a second signal stops at once, keeping the last checkpoint written.
+A loss term or gradient that turns NaN or infinite stops the run before the update (exit 1) with one line naming
+the step and the terms: the checkpoint then holds the last good step, and no potentials or card are written.
+At the end DIR always gets the potentials first (save_pretrained); the push comes after, and a failed push leaves
+DIR intact and prints how to retry.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 from huggingface_hub import HfApi, ModelCard, ModelCardData  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+from safetensors import SafetensorError, safe_open  # noqa: E402
+from safetensors.torch import load_file, save  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from hub_models import load_generator, resolve_source  # noqa: E402
@@ -179,40 +192,77 @@ def generator_pin(source: str, revision: str | None, token) -> str | None:
     return HfApi(token=token).model_info(source, revision=revision).sha
 
 
-def save_checkpoint(path: Path, step: int, flow, classifier, optimizer, args) -> None:
+def save_checkpoint(path: Path, step: int, flow, classifier, optimizer, args, history: list[dict], seconds: float) -> None:
+    """Everything --resume needs to continue exactly, and the card's numbers so far (`history`: the logs of the
+    last 50 steps; `seconds` spent training)."""
     tensors = {f"flow.{k}": v for k, v in flow.state_dict().items()}
     tensors.update({f"classifier.{k}": v for k, v in classifier.state_dict().items()})
     opt = optimizer.state_dict()
     for i, state in opt["state"].items():
         tensors.update({f"optim.{i}.{k}": torch.as_tensor(v) for k, v in state.items()})
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:  # the loop stops before a non-finite update, so this would be a bug: never overwrite a good checkpoint with it
+        raise RuntimeError(f"refusing to write a checkpoint with non-finite values in {', '.join(bad[:3])}")
     meta = {"step": str(step), "param_groups": json.dumps(opt["param_groups"]),
-            "args": json.dumps({k: getattr(args, k) for k in RESUME_MUST_MATCH})}
+            "args": json.dumps({k: getattr(args, k) for k in RESUME_MUST_MATCH}),
+            "history": json.dumps(history), "seconds": repr(float(seconds))}  # JSON and repr round-trip floats exactly
+    data = save(tensors, metadata=meta)
     tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=meta)
-    os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename, or a crash could leave a renamed but empty file
+        os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if os.name == "posix":  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def load_checkpoint(path: Path, flow, classifier, optimizer, args) -> int:
-    from safetensors import safe_open
+def load_checkpoint(path: Path, flow, classifier, optimizer, args) -> tuple[int, list[dict], float]:
+    """Restores the state save_checkpoint wrote; returns (step, history, seconds). A file that cannot be read is a
+    one-line error that leaves it untouched."""
+    def corrupt(reason):
+        return SystemExit(f"error: checkpoint {path} is corrupt or truncated: {reason}; delete it or restore a copy")
 
-    with safe_open(path, "pt") as f:
-        meta = f.metadata()
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(path)
+        step, param_groups = int(meta["step"]), json.loads(meta["param_groups"])
+        saved = json.loads(meta["args"])
+        history, seconds = json.loads(meta.get("history", "[]")), float(meta.get("seconds", "0"))
+    except KeyError as e:
+        raise corrupt(f"its metadata lacks {e}") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise corrupt(e) from None
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise corrupt(f"non-finite values in {', '.join(bad[:3])}")
     # Checkpoints from before a flag existed used its default.
-    saved = {"method": "potential", "exact_initial": False, "w_diversity": 0.0, "matching_sequences": 16,
-             **json.loads(meta["args"])}
+    saved = {"method": "potential", "exact_initial": False, "w_diversity": 0.0, "matching_sequences": 16, **saved}
     changed = [f"--{k.replace('_', '-')} {saved.get(k)} -> {getattr(args, k)}" for k in RESUME_MUST_MATCH if saved.get(k) != getattr(args, k)]
     if changed:
         raise SystemExit(f"error: --resume with different settings than the checkpoint: {', '.join(changed)}")
-    tensors = load_file(path)
-    flow.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("flow.")})
-    classifier.load_state_dict({k[11:]: v for k, v in tensors.items() if k.startswith("classifier.")})
     state: dict = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, i, name = key.split(".", 2)
             state.setdefault(int(i), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-    return int(meta["step"])
+    try:
+        flow.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("flow.")})
+        classifier.load_state_dict({k[11:]: v for k, v in tensors.items() if k.startswith("classifier.")})
+        optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise corrupt(f"its tensors do not fit this model ({' '.join(str(e).split())[:300]})") from None
+    return step, history, seconds
 
 
 def write_card(args, flow, final: dict, seconds: float, report: dict | None, argv,
@@ -223,7 +273,8 @@ def write_card(args, flow, final: dict, seconds: float, report: dict | None, arg
     data = ModelCardData(library_name="pdetraversal", license="apache-2.0",
                          tags=["latent-traversal", "potential-flow", "pdetraversal"],
                          base_model=args.generator if is_hub else None, base_model_relation="adapter" if is_hub else None)
-    command = "python train/fit.py " + " ".join(shlex.quote(a) for a in argv)
+    # The command of the whole run: a resumed one trains exactly what it would have without the interruption.
+    command = "python train/fit.py " + " ".join(shlex.quote(a) for a in argv if a != "--resume")
     terms = ", ".join(f"{k} = {v:.4g}" for k, v in final.items())
     labels = "\n".join(f"| {k} | {flow.label(k)} |" for k in range(flow.num_potentials))
     if args.supervision == "dsprites":
@@ -323,9 +374,88 @@ def push(args) -> None:
     print(f"published {args.hub_model_id} at {info.oid}")
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM reached fit.py; `signum` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Signals:
+    """SIGINT and SIGTERM while fitting. Inside `deferred()` (a training step) a first signal only sets `pending`,
+    so the step finishes and its state can be saved whole; a second one, or any outside, raises Interrupted at once.
+    Installed only in the main thread (signal handlers can be set nowhere else); the old handlers come back on exit."""
+
+    def __init__(self):
+        self.pending: int | None = None
+        self._deferring = False
+        self._old: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            if handler is not None:  # None: a handler set outside Python, which cannot be put back from here
+                signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        if self._deferring and self.pending is None:
+            self.pending = signum
+            return
+        raise Interrupted(signum)
+
+    def deferred(self, on: bool) -> None:
+        self._deferring = on
+
+
+class Progress:
+    """What an interruption can report: the step the checkpoint on disk holds (None: no checkpoint known)."""
+
+    def __init__(self):
+        self.saved: int | None = None
+        self.done = False  # the potentials are saved and the checkpoint removed
+
+
+def resume_command(argv) -> str:
+    return "python train/fit.py " + " ".join(shlex.quote(a) for a in argv) + ("" if "--resume" in argv else " --resume")
+
+
+def interrupted_line(signum: int, args, argv, progress: Progress) -> str:
+    name, out = signal.Signals(signum).name, Path(args.output_dir)
+    if progress.done:
+        return (f"interrupted ({name}) during the push: the potentials are saved in {out}; retry with: hf upload "
+                f"{args.hub_model_id} {out} . --include config.json --include model.safetensors --include README.md")
+    if progress.saved is None and not args.resume:
+        return f"interrupted ({name}) before any step was saved: nothing to resume; run the command again to start over"
+    held = "is untouched" if progress.saved is None else f"holds step {progress.saved} of {args.max_steps}"
+    return f"interrupted ({name}): {out / CHECKPOINT} {held}; resume with: {resume_command(argv)}"
+
+
+def non_finite_terms(loss: torch.Tensor, logs: dict) -> str:
+    """'name = value' for each loss term that is NaN or infinite ('' when all are finite)."""
+    bad = [f"{k} = {v}" for k, v in logs.items() if not math.isfinite(v)]
+    if not bad and not torch.isfinite(loss):
+        bad = [f"loss = {loss.item()}"]
+    return ", ".join(bad)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    progress = Progress()
+    with Signals() as signals:
+        try:
+            return fit(args, argv, signals, progress)
+        except Interrupted as e:
+            print(interrupted_line(e.signum, args, argv, progress), file=sys.stderr)
+            return 128 + e.signum  # the shell's code for a process ended by that signal
+
+
+def fit(args, argv, signals: Signals, progress: Progress) -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -350,36 +480,71 @@ def main(argv=None) -> int:
               file=sys.stderr)
         args.w_initial = args.w_pde = 0.0
     classifier = PairClassifier(args.num_potentials, channels=x.shape[1], image_size=max(x.shape[2:])).to(args.device)
-    optimizer = torch.optim.Adam([*flow.parameters(), *classifier.parameters()], lr=args.lr)
+    params = [*flow.parameters(), *classifier.parameters()]
+    optimizer = torch.optim.Adam(params, lr=args.lr)
     losses = LossConfig(args.w_initial, args.w_pde, args.w_jacobian, args.w_classifier, args.jacobian_saturation,
                         args.laplacian, args.num_probes, args.w_diversity)
-    start = load_checkpoint(out / CHECKPOINT, flow, classifier, optimizer, args) if args.resume else 0
+    checkpoint = out / CHECKPOINT
+    # The card's numbers cover the whole run: a resumed run continues the last 50 steps' logs and the time spent.
+    start, history, seconds_before = 0, [], 0.0
+    if args.resume:
+        start, history, seconds_before = load_checkpoint(checkpoint, flow, classifier, optimizer, args)
+        progress.saved = start
+        print(f"resuming from step {start} of {args.max_steps} ({checkpoint})", file=sys.stderr)
 
     supervised = len(FACTOR_NAMES) if args.supervision == "dsprites" else 0  # potentials 0-4, one per factor
-    history: list[dict] = []
+    end = args.max_steps if args.method in TRAINED else 0
     began = time.time()
-    bar = tqdm(range(start, args.max_steps if args.method in TRAINED else 0), initial=start, total=args.max_steps, disable=args.no_progress,
+
+    def checkpoint_at(done: int) -> None:
+        save_checkpoint(checkpoint, done, flow, classifier, optimizer, args, history, seconds_before + time.time() - began)
+        progress.saved = done
+
+    bar = tqdm(range(start, end), initial=start, total=args.max_steps, disable=args.no_progress,
                desc="fit", dynamic_ncols=True)
-    for step in bar:
-        # Seeds derived from (seed, step) make a resumed run draw exactly what the uninterrupted one would have.
-        step_seed = args.seed * 1_000_003 + step
-        z0 = generator.sample_latent(args.batch_size, seed=step_seed)
-        rng = torch.Generator().manual_seed(step_seed)
-        loss, logs = training_step(flow, classifier, generator, z0, losses, rng, supervised)
-        if supervised:
-            loss_z = dsprites_matching_loss(flow, generator, args.matching_sequences, (args.seed, step))
-            loss = loss + args.w_matching * loss_z
-            logs = {**logs, "loss": loss.item(), "L_z": loss_z.item()}
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        history = (history + [logs])[-50:]
-        if step % 10 == 0 or step == args.max_steps - 1:
-            bar.set_postfix({k: f"{sum(h[k] for h in history) / len(history):.3g}" for k in logs})
-        if (step + 1) % args.checkpoint_every == 0 and step + 1 < args.max_steps:
-            save_checkpoint(out / CHECKPOINT, step + 1, flow, classifier, optimizer, args)
-    bar.close()
-    seconds = time.time() - began
+    signals.deferred(True)
+    try:
+        for step in bar:
+            # Seeds derived from (seed, step) make a resumed run draw exactly what the uninterrupted one would have.
+            step_seed = args.seed * 1_000_003 + step
+            z0 = generator.sample_latent(args.batch_size, seed=step_seed)
+            rng = torch.Generator().manual_seed(step_seed)
+            loss, logs = training_step(flow, classifier, generator, z0, losses, rng, supervised)
+            if supervised:
+                loss_z = dsprites_matching_loss(flow, generator, args.matching_sequences, (args.seed, step))
+                loss = loss + args.w_matching * loss_z
+                logs = {**logs, "loss": loss.item(), "L_z": loss_z.item()}
+            optimizer.zero_grad(set_to_none=True)
+            problem = non_finite_terms(loss, logs)
+            if not problem:
+                loss.backward()
+                grads = [q.grad for q in params if q.grad is not None]
+                if grads and not torch.stack([torch.isfinite(g).all() for g in grads]).all():
+                    problem = "the gradient, though every term is finite: " + ", ".join(f"{k} = {v:.4g}" for k, v in logs.items())
+            if problem:
+                # Nothing of this step has touched the weights: keep them, so that no step already done is lost.
+                bar.close()
+                if step > (progress.saved or 0):
+                    checkpoint_at(step)
+                kept = (f"{checkpoint} holds the last good state (step {progress.saved})" if progress.saved is not None
+                        else "no step had completed, nothing saved")
+                print(f"error: not finite at step {step}: {problem}; stopped before the update, {kept}; "
+                      "no potentials written", file=sys.stderr)
+                return 1
+            optimizer.step()
+            history = (history + [logs])[-50:]
+            if step % 10 == 0 or step == args.max_steps - 1:
+                bar.set_postfix({k: f"{sum(h[k] for h in history) / len(history):.3g}" for k in logs})
+            if signals.pending is not None or (step + 1) % args.checkpoint_every == 0 or step + 1 == end:
+                # The last step's too: a signal or a kill during the report then costs no training.
+                checkpoint_at(step + 1)
+            if signals.pending is not None:
+                bar.close()
+                raise Interrupted(signals.pending)
+    finally:
+        signals.deferred(False)
+        bar.close()
+    seconds = seconds_before + time.time() - began
     final = {k: sum(h[k] for h in history) / len(history) for k in history[0]} if history else {}
 
     report = prior_report = None
@@ -402,7 +567,9 @@ def main(argv=None) -> int:
 
     flow.cpu().save_pretrained(out)
     write_card(args, flow, final, seconds, report, argv, prior_report, (starts, rows))
-    (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete; DIR now holds only the published files
+    checkpoint.unlink(missing_ok=True)  # the run is complete; DIR now holds only the published files
+    checkpoint.with_suffix(".tmp").unlink(missing_ok=True)  # left by a run killed while writing a checkpoint
+    progress.done = True
     print(f"saved {flow.num_potentials} potentials to {out}" + (f" (classifier accuracy {final['acc']:.1%})" if final else ""))
 
     if args.push_to_hub:
