@@ -357,3 +357,14 @@ def test_kill_9_loses_at_most_one_checkpoint_interval(generator_dir, tmp_path, r
     # A temp file left by a kill mid-write goes too: the folder holds the published files only.
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     print(measured)
+
+
+def test_card_links_its_generator_only_where_the_link_resolves(tmp_path):
+    outside = tmp_path / "out"
+    assert fit.folder_link("hub_models/dsprites-vae", str(outside)) == (
+        "`hub_models/dsprites-vae` (the folder of that name in the pdetraversal repository)")
+    inside = fit.REPO_ROOT / "runs" / "some-fit"
+    assert fit.folder_link("hub_models/dsprites-vae", str(inside)) == "[`hub_models/dsprites-vae`](../../hub_models/dsprites-vae)"
+    (tmp_path / "gen").mkdir()
+    assert fit.folder_link(str(tmp_path / "gen"), str(outside)) == f"[`{tmp_path / 'gen'}`](../gen)"
+    assert fit.folder_link(str(tmp_path / "gen"), str(inside)) == f"`{tmp_path / 'gen'}` (a local folder)"

@@ -5,7 +5,9 @@ The embedded default (dSprites VAE; potentials 0-4 follow the five factor moves 
 
     python train/fit.py --generator hub_models/dsprites-vae --num-potentials 8 --num-timesteps 10 \\
         --max-steps 1500 --no-output-tanh --supervision dsprites \\
-        --factor-regressor hub_models/dsprites-factor-regressor --output-dir hub_models/dsprites-vae-potentials
+        --factor-regressor hub_models/dsprites-factor-regressor --output-dir runs/dsprites-vae-potentials
+
+(the shipped hub_models/dsprites-vae-potentials is that run, written there with --output-dir pointed at it)
 
 The paper's unsupervised setting (no labels; K = 32, T = 10 as in the paper), and a baseline with the same losses:
 
@@ -44,7 +46,8 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
 from huggingface_hub import HfApi, ModelCard, ModelCardData  # noqa: E402
@@ -265,6 +268,17 @@ def load_checkpoint(path: Path, flow, classifier, optimizer, args) -> tuple[int,
     return step, history, seconds
 
 
+def folder_link(generator: str, output_dir: str) -> str:
+    """The card's reference to a generator folder: a link relative to the card when both lie in the same tree (this
+    repository, or both outside it), which is how it reads in a checkout; otherwise the name alone, since a relative
+    link from outside into the repository (../../work/...) resolves nowhere once the folder is copied or published."""
+    target, card = Path(resolve_source(generator)).resolve(), Path(output_dir).resolve()
+    if target.is_relative_to(REPO_ROOT) == card.is_relative_to(REPO_ROOT):
+        return f"[`{generator}`]({os.path.relpath(target, card)})"
+    where = "the folder of that name in the pdetraversal repository" if target.is_relative_to(REPO_ROOT) else "a local folder"
+    return f"`{generator}` ({where})"
+
+
 def write_card(args, flow, final: dict, seconds: float, report: dict | None, argv,
                prior_report: dict | None = None, diagnostics: tuple[str, list[dict]] | None = None) -> None:
     from pdetraversal.metrics.factors import format_report
@@ -286,8 +300,8 @@ def write_card(args, flow, final: dict, seconds: float, report: dict | None, arg
         supervision = "Supervision: none; every potential learned without labels (L = L_u + L_f + L_J + L_k)."
     if is_hub:
         generator_link = f"[`{args.generator}`](https://huggingface.co/{args.generator})"
-    else:  # a folder: link it relative to the card, which is how it reads in a repo checkout
-        generator_link = f"[`{args.generator}`]({os.path.relpath(resolve_source(args.generator), args.output_dir)})"
+    else:
+        generator_link = folder_link(args.generator, args.output_dir)
     if final:
         training = f"""- Method: `{args.method}`
 - Steps: {args.max_steps}, batch {args.batch_size}, Adam lr {args.lr}, T = {args.num_timesteps}, Laplacian: {args.laplacian}
