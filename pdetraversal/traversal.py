@@ -7,10 +7,22 @@ shared, so callers (the app, the benchmarks, `traverse_both_ways`) see one behav
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from .hub import HubModule
+
+
+def _check_step_size(step_size) -> float:
+    try:
+        finite = not isinstance(step_size, bool) and math.isfinite(float(step_size))
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of more than one number
+        finite = False
+    if not finite:
+        raise ValueError(f"step_size must be a finite number, got {step_size!r}")
+    return step_size
 
 
 class Traversal(
@@ -44,6 +56,7 @@ class Traversal(
             raise ValueError("need latent_dim >= 1, num_potentials >= 1 and num_timesteps >= 2")
         if labels is not None and len(labels) != num_potentials:
             raise ValueError(f"got {len(labels)} labels for {num_potentials} potentials")
+        _check_step_size(step_size)
         self.latent_dim, self.num_potentials = latent_dim, num_potentials
         self.num_timesteps, self.step_size = num_timesteps, step_size
         self.labels = labels
@@ -98,7 +111,9 @@ class Traversal(
         num_steps = self.num_timesteps if num_steps is None else num_steps
         if num_steps < 0:
             raise ValueError(f"num_steps must be >= 0, got {num_steps}")
-        step = (self.step_size if step_size is None else step_size) * direction
+        step = (self.step_size if step_size is None else _check_step_size(step_size)) * direction
+        if not bool(torch.isfinite(z0).all()):
+            raise ValueError("z0 holds NaN or inf: a traversal needs finite start codes")
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             path = [z0]
             for i in range(num_steps):
