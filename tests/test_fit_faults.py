@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from hub_models import MLPGenerator
+from test_fit import generator_dir  # noqa: F401 -- the fixture: a tiny MLP generator folder
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("fit", ROOT / "train" / "fit.py")
@@ -27,14 +27,6 @@ spec.loader.exec_module(fit)
 
 STEPS = 60  # the subprocess runs: long enough to be caught midway, a few seconds in all
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module")
-def generator_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("gen")
-    torch.manual_seed(0)
-    MLPGenerator(latent_dim=4, image_size=16).save_pretrained(path)
-    return path
 
 
 def args_for(generator_dir, out, *extra):
