@@ -17,6 +17,19 @@ axes, random directions) at the benchmark's matched step; the table adds each me
 `source` is a Hub repo id or a folder; `revision` a branch, tag or commit ("" for the default); `start` "data" (z0
 encodes a fresh training image, for generators that can: `Generator.data_latent`) or "prior" (z0 ~ N(0, I)); it
 may be left out ("prior", as before this argument existed; the page itself preselects "data" where it can).
+
+The Space is a public page, so it serves local folders only from an allow-list: the shipped model folders under
+hub_models/ (and hub_models/baselines/) and the default potentials' folder. Any other folder, and any source that is
+neither such a folder nor a valid Hub repo id, is refused with one message that does not say whether the path exists;
+the generator a Hub repo's config names must pass the same rule. `PDETRAVERSAL_ALLOW_LOCAL_PATHS=1` (or
+`build_demo(allow_local_paths=True)`) serves any folder, for local use. Error texts never carry this server's absolute
+paths: the repository root and the Hub cache are cut out of them (`_public`).
+
+Every input arrives unconverted (the events run with preprocess=False) and is checked by the handlers, so a bad
+value, also one that would break gradio's own conversion (a seed "abc", NaN), gets the handler's message. A rejected
+request is logged as one warning line on the logger "pdetraversal.app", without a traceback. The page's Run checks the
+controls once (a private step) and only then renders strip and overview side by side, so a bad click shows one
+message; a page opens already rendered for its opening controls (computed once per set of controls).
 """
 from __future__ import annotations
 
@@ -24,9 +37,14 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: it reads this at import
 
+import atexit
+import functools
 import json
+import logging
 import math
 import random
+import re
+import shutil
 import tempfile
 import threading
 import time
@@ -37,14 +55,18 @@ from pathlib import Path
 
 import gradio as gr
 import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from PIL import Image, ImageDraw
 
 from hub_models import load_flow_and_generator, resolve_source
 from pdetraversal import PotentialFlow, plots
 from pdetraversal.baselines import floors, load_traversal
-from pdetraversal.hub import CheckpointError, read_config
+from pdetraversal.hub import CheckpointError, check_download_size, read_config
 from pdetraversal.metrics.path_shape import format_diagnostics, mean_step, path_diagnostics, path_shape
 from pdetraversal.potentials import traverse_both_ways
+
+log = logging.getLogger("pdetraversal.app")
 
 REPO_ROOT = Path(__file__).resolve().parent
 SHIPPED_POTENTIALS = "hub_models/dsprites-vae-potentials"
@@ -54,11 +76,25 @@ MAX_STEPS, MAX_STEP_SIZE, MAX_SEED = 50, 5.0, 2**31 - 1
 CACHE_SIZE = 4  # (potentials, generator) pairs kept in memory
 DIAGNOSTIC_STARTS = 64  # traversals per potential behind the path diagnostics shown on load
 GIF_DIR = Path(tempfile.mkdtemp(prefix="pdetraversal-gifs-"))
+atexit.register(shutil.rmtree, GIF_DIR, ignore_errors=True)  # one folder per process: gone when the process ends
 GIF_MAX_AGE_S = 900  # gradio copies each returned GIF into its own cache at once; ours can go soon after
 # The comparison view's sources; build_demo / ModelCache take others (tests point them at fixtures).
 SHIPPED_DIR = REPO_ROOT / "hub_models"  # shipped potentials live in <name>-potentials for generator <name>
 BASELINES_DIR = SHIPPED_DIR / "baselines"  # trained baselines, one folder each (config.json + model.safetensors)
 REPORT_PATH = REPO_ROOT / "bench" / "results" / "report.json"  # written by bench/reproduce.py
+ALLOW_LOCAL_ENV = "PDETRAVERSAL_ALLOW_LOCAL_PATHS"  # "1": serve any local folder (local use, never a public Space)
+REFUSED_LOCAL = "local folders other than the shipped models are not served here"
+# Strip frames at no less than 64 px (upscaled by whole factors below that, e.g. MNIST's 28 px to 84), shown at their
+# pixel size: a frame shrunk by the page hides the small changes (a few degrees of rotation) a traversal makes.
+STRIP_MIN_SIZE = 64
+# The strip and overview keep their pixel size and scroll sideways when wider than the page; their images carry no
+# toolbar, which would sit on the last frame / the top-right cell.
+CSS = """
+#strip .image-container, #overview .image-container, #compare-strips .image-container { overflow-x: auto; }
+#strip .image-container > button, #overview .image-container > button, #compare-strips .image-container > button {
+  width: max-content; min-width: 100%; }
+#strip img, #overview img, #compare-strips img { max-width: none; width: auto; height: auto; object-fit: none; }
+"""
 
 HEADER = f"""
 # Latent traversals as potential flows
@@ -98,34 +134,119 @@ class Loaded:
     notes: list[str] = field(default_factory=list)  # what the comparison view left out, and why
 
 
+def _key(source: str | None, revision: str | None) -> tuple[str, str | None]:
+    return (source or "").strip(), (revision or "").strip() or None
+
+
 class ModelCache:
     """LRU of loaded (potentials, generator) pairs keyed by (source, revision). The lock guards only the dict, so a
-    slow download never stalls requests for models already loaded (two first requests may both load; harmless)."""
+    slow download never stalls requests for models already loaded (two first requests may both load; harmless).
+
+    `allow_local`: serve any local folder (True) or only the shipped ones and `also_allowed` (False); None reads
+    PDETRAVERSAL_ALLOW_LOCAL_PATHS at each load. The last failure per key is kept for the page's info line."""
 
     def __init__(self, size: int = CACHE_SIZE, baselines_dir: str | Path | None = None,
-                 report_path: str | Path | None = None, shipped_dir: str | Path | None = None):
+                 report_path: str | Path | None = None, shipped_dir: str | Path | None = None,
+                 allow_local: bool | None = None, also_allowed: tuple[str, ...] = ()):
         self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+        self._failures: OrderedDict[tuple, str] = OrderedDict()
         # None: the module constants, read at load time (so a monkeypatched constant is seen).
         self._places = {"baselines_dir": baselines_dir, "report_path": report_path, "shipped_dir": shipped_dir}
+        self.allow_local, self.also_allowed = allow_local, tuple(also_allowed)
 
     def get(self, source: str | None, revision: str | None = None) -> Loaded:
-        source, revision = (source or "").strip(), (revision or "").strip() or None
-        if not source:
-            raise gr.Error("Enter a Hub repo id (user/name) or a folder holding config.json and model.safetensors.")
-        key = (source, revision)
+        key = _key(source, revision)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        loaded = _load(source, revision, **self._places)
+        try:
+            if not key[0]:
+                raise gr.Error("Enter a Hub repo id (user/name) or a folder holding config.json and "
+                               "model.safetensors.")
+            loaded = _load(*key, allowed=self.allowed_folders(), **self._places)
+        except gr.Error as e:
+            with self._lock:
+                self._failures[key] = str(e.message)
+                while len(self._failures) > self.size:
+                    self._failures.popitem(last=False)
+            raise
         with self._lock:
+            self._failures.pop(key, None)
             self._items[key] = loaded
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return loaded
 
+    def failure(self, source: str | None, revision: str | None = None) -> str | None:
+        """Why the last load of (source, revision) failed; None if it did not (or is forgotten)."""
+        with self._lock:
+            return self._failures.get(_key(source, revision))
 
-def _load(source: str, revision: str | None, baselines_dir=None, report_path=None, shipped_dir=None) -> Loaded:
+    def allowed_folders(self) -> set[Path] | None:
+        """The resolved folders this cache may load from; None: any folder (local use)."""
+        allow = self.allow_local
+        if allow is None:
+            allow = os.environ.get(ALLOW_LOCAL_ENV, "").strip().lower() in ("1", "true", "yes")
+        if allow:
+            return None
+        places = self._places
+        roots = [Path(SHIPPED_DIR if places["shipped_dir"] is None else places["shipped_dir"]),
+                 Path(BASELINES_DIR if places["baselines_dir"] is None else places["baselines_dir"])]
+        folders = {p.resolve() for root in roots if root.is_dir() for p in root.iterdir()
+                   if (p / "config.json").is_file()}
+        return folders | {Path(resolve_source(f)).resolve() for f in self.also_allowed
+                          if os.path.isdir(resolve_source(f))}
+
+
+def _public(message: str) -> str:
+    """`message` without this server's absolute paths: a file in the repository by its repo-relative name, a file of
+    a Hub download by its name inside that repo (the message names the repo already), the rest of the cache as
+    (Hub cache). Error texts of the checkpoint loaders name the files they opened; a public page must not."""
+    cache = re.escape(os.path.abspath(hub_constants.HF_HUB_CACHE))
+    message = re.sub(cache + r"[/\\]models--[^/\\\s'\"]+[/\\]snapshots[/\\][0-9a-f]+[/\\]", "", message)
+    message = re.sub(cache + r"[^\s'\"]*", "(Hub cache)", message)
+    for root in sorted({str(REPO_ROOT), os.path.realpath(REPO_ROOT)}, key=len, reverse=True):
+        message = message.replace(root + os.sep, "")
+        message = re.sub(re.escape(root) + r"(?![\w.-])", ".", message)  # the root itself, not /root-other
+    return message
+
+
+def _check_public(name: str, allowed: set[Path]) -> bool:
+    """Whether the public page may open `name` (a source or the generator a config names): an allowed folder, or a
+    valid Hub repo id that is no local folder."""
+    folder = resolve_source(name)
+    if os.path.isdir(folder):
+        return Path(folder).resolve() in allowed
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False  # refused like a folder: an answer must not tell an existing path from a missing one
+    return True
+
+
+def _refuse_unserved(source: str, revision: str | None, allowed: set[Path] | None) -> None:
+    """gr.Error unless `source`, and for a Hub repo the generator its config names, may be served (see _check_public).
+    The Hub repo's size is checked before its config.json is read, as the loader does."""
+    if allowed is None:
+        return
+    hint = f"{REFUSED_LOCAL}: enter a Hub repo id (user/name) or a shipped folder such as {SHIPPED_POTENTIALS}."
+    if not _check_public(source, allowed):
+        raise gr.Error(hint[0].upper() + hint[1:])
+    if os.path.isdir(resolve_source(source)):
+        return  # a shipped folder: its generator is shipped too
+    try:
+        sha = check_download_size(source, revision, MAX_HUB_DOWNLOAD_MB * 1e6)
+        generator = read_config(source, sha).get("generator")
+    except CheckpointError as e:
+        raise gr.Error(f"Could not load potentials from '{source}': {e}") from None
+    if isinstance(generator, str) and generator and not _check_public(generator, allowed):
+        raise gr.Error(f"Could not load potentials from '{source}': the generator its config names: {hint}")
+
+
+def _load(source: str, revision: str | None, allowed: set[Path] | None = None, baselines_dir=None,
+          report_path=None, shipped_dir=None) -> Loaded:
+    _refuse_unserved(source, revision, allowed)
     try:
         flow, generator = load_flow_and_generator(source, revision, max_download_bytes=MAX_HUB_DOWNLOAD_MB * 1e6)
     except (CheckpointError, ValueError, OSError) as e:
@@ -147,7 +268,7 @@ def _load(source: str, revision: str | None, baselines_dir=None, report_path=Non
              "first / later ≪ 1 means the initial condition holds; the wave equation does work only where |u_tt| and "
              "|c²Δu| are clearly above 0 and |f| is much smaller than both.\n\n"
              + format_diagnostics(path_diagnostics(flow, z0)))
-    loaded = Loaded(flow, generator, info, start, line_step=mean_step(flow, z0))
+    loaded = Loaded(flow, generator, _public(info), start, line_step=mean_step(flow, z0))
     _add_comparison(loaded, source, Path(BASELINES_DIR if baselines_dir is None else baselines_dir),
                     Path(REPORT_PATH if report_path is None else report_path),
                     Path(SHIPPED_DIR if shipped_dir is None else shipped_dir))
@@ -265,21 +386,39 @@ def _start_latent(generator, seed: int, start) -> torch.Tensor:
     return z0
 
 
+@dataclass
+class Inputs:
+    """A request's controls, checked and converted."""
+    loaded: Loaded
+    seed: int
+    k: int | None
+    num_steps: int
+    step_size: float
+    z0: torch.Tensor
+
+
+def _checked(models: ModelCache, seed, k, num_steps, step_size, source, revision, start) -> Inputs:
+    """Every check the renderers make, in one place (the page runs it once before rendering); k=None: no k."""
+    loaded = models.get(source, revision)
+    seed = _integer(seed, "seed", 0, MAX_SEED)
+    if k is not None:
+        k = _integer(k, "k (potential index)", 0, loaded.flow.num_potentials - 1)
+    num_steps = _integer(num_steps, "number of steps", 1, MAX_STEPS)
+    step_size = _step_size(step_size)
+    return Inputs(loaded, seed, k, num_steps, step_size, _start_latent(loaded.generator, seed, start))
+
+
 # ------------------------------------------------------------------------------------------- handlers
 def traverse(models: ModelCache, seed, k, num_steps, step_size, source, revision, start="prior"):
     """-> (strip image, GIF path, landscape image, trajectory image) for potential k from the seed's z0."""
-    loaded = models.get(source, revision)
-    flow, gen = loaded.flow, loaded.generator
-    seed = _integer(seed, "seed", 0, MAX_SEED)
-    k = _integer(k, "k (potential index)", 0, flow.num_potentials - 1)
-    num_steps = _integer(num_steps, "number of steps", 1, MAX_STEPS)
-    step_size = _step_size(step_size)
-    z0 = _start_latent(gen, seed, start)
+    given = _checked(models, seed, k, num_steps, step_size, source, revision, start)
+    flow, gen = given.loaded.flow, given.loaded.generator
+    k, num_steps, step_size, z0 = given.k, given.num_steps, given.step_size, given.z0
     # All K paths from z0 at once (cheap: no decoding) for the trajectory plot; column k is the one shown.
     num_potentials = flow.num_potentials
     paths = traverse_both_ways(flow, z0.expand(num_potentials, -1), torch.arange(num_potentials), num_steps, step_size)
     frames = plots.decode_frames(gen, paths[:, k:k + 1])[:, 0]
-    strip = plots.image_strip(frames, highlight=num_steps)
+    strip = plots.image_strip(frames, min_size=STRIP_MIN_SIZE, highlight=num_steps)
     gif = plots.animated_gif(frames, _fresh_gif_path())
     landscape = plots.figure_to_image(plots.landscape_figure(
         flow, paths[:, k], k, plots.landscape_times(num_steps), title=f"{k}: {flow.label(k)}"))
@@ -290,12 +429,8 @@ def traverse(models: ModelCache, seed, k, num_steps, step_size, source, revision
 
 def overview(models: ModelCache, seed, num_steps, step_size, source, revision, start="prior"):
     """-> one image, a row per potential k, all from the seed's z0."""
-    loaded = models.get(source, revision)
-    seed = _integer(seed, "seed", 0, MAX_SEED)
-    num_steps = _integer(num_steps, "number of steps", 1, MAX_STEPS)
-    step_size = _step_size(step_size)
-    z0 = _start_latent(loaded.generator, seed, start)
-    return plots.overview(loaded.flow, loaded.generator, z0, num_steps, step_size)
+    given = _checked(models, seed, None, num_steps, step_size, source, revision, start)
+    return plots.overview(given.loaded.flow, given.loaded.generator, given.z0, given.num_steps, given.step_size)
 
 
 def _cell(text) -> str:
@@ -314,13 +449,9 @@ def _placeholder_strip(size: tuple[int, int], text: str) -> Image.Image:
 def compare(models: ModelCache, seed, k, num_steps, step_size, source, revision, start="prior"):
     """-> (strips image, path-shape image, Markdown table): the seed's z0 and the k-th traversal under every method
     of the loaded generator (Loaded.methods), one strip row and one path-shape column per method."""
-    loaded = models.get(source, revision)
-    flow, gen = loaded.flow, loaded.generator
-    seed = _integer(seed, "seed", 0, MAX_SEED)
-    k = _integer(k, "k (potential index)", 0, flow.num_potentials - 1)
-    num_steps = _integer(num_steps, "number of steps", 1, MAX_STEPS)
-    step_size = _step_size(step_size)
-    z0 = _start_latent(gen, seed, start)
+    given = _checked(models, seed, k, num_steps, step_size, source, revision, start)
+    loaded, gen = given.loaded, given.loaded.generator
+    k, num_steps, step_size, z0 = given.k, given.num_steps, given.step_size, given.z0
 
     paths, steps = [], []
     for method in loaded.methods:
@@ -337,7 +468,7 @@ def compare(models: ModelCache, seed, k, num_steps, step_size, source, revision,
             strips.append(None)
             shapes.append(None)
             continue
-        strips.append(plots.image_strip(frames[:, j], highlight=num_steps))
+        strips.append(plots.image_strip(frames[:, j], min_size=STRIP_MIN_SIZE, highlight=num_steps))
         j += 1
         notes.append(None)
         shapes.append({name: float(v[0]) for name, v in path_shape(path[num_steps:, None]).items()})
@@ -347,7 +478,7 @@ def compare(models: ModelCache, seed, k, num_steps, step_size, source, revision,
     strip_image = plots.grid(rows, names)
     titles = [n if s is None else f"{n}\nstraightness (+ half) {s['straightness']:.3f}" for n, s in zip(names, shapes)]
     shape_image = plots.figure_to_image(plots.path_shape_figure(paths, titles, origin_index=num_steps, notes=notes))
-    return strip_image, shape_image, _compare_table(loaded, k, num_steps, steps, shapes, notes)
+    return strip_image, shape_image, _public(_compare_table(loaded, k, num_steps, steps, shapes, notes))
 
 
 def _compare_table(loaded: Loaded, k: int, num_steps: int, steps, shapes, notes) -> str:
@@ -394,12 +525,30 @@ def _compare_table(loaded: Loaded, k: int, num_steps: int, steps, shapes, notes)
 
 
 # ------------------------------------------------------------------------------------------- the UI
+def _answering(endpoint: str, fn):
+    """`fn` for gradio: a gr.Error it raises is logged as one line (which request, why), its text is made public
+    (`_public`), and gradio prints no traceback for it. Other exceptions are bugs and keep gradio's traceback."""
+    @functools.wraps(fn)  # gradio reads the API's parameter names from the signature (via __wrapped__)
+    def answer(*args):
+        try:
+            return fn(*args)
+        except gr.Error as e:
+            message = _public(str(e.message))
+            log.warning("rejected %s: %s", endpoint, " ".join(message.split()))
+            raise gr.Error(message, print_exception=False) from None
+    return answer
+
+
 def build_demo(default_potentials: str | None = None, baselines_dir: str | Path | None = None,
-               report_path: str | Path | None = None, shipped_dir: str | Path | None = None) -> gr.Blocks:
+               report_path: str | Path | None = None, shipped_dir: str | Path | None = None,
+               allow_local_paths: bool | None = None) -> gr.Blocks:
     """The Blocks app; `default_potentials` overrides DEFAULT_POTENTIALS, the others BASELINES_DIR, REPORT_PATH and
-    SHIPPED_DIR (tests point them at fixtures)."""
-    models = ModelCache(baselines_dir=baselines_dir, report_path=report_path, shipped_dir=shipped_dir)
+    SHIPPED_DIR (tests point them at fixtures). `allow_local_paths`: serve any local folder (True), or only the shipped
+    ones and the default potentials' folder (False); None reads PDETRAVERSAL_ALLOW_LOCAL_PATHS at each load.
+    Serve it with `launch(demo, ...)`, which adds the page's CSS."""
     default_source = default_potentials or DEFAULT_POTENTIALS
+    models = ModelCache(baselines_dir=baselines_dir, report_path=report_path, shipped_dir=shipped_dir,
+                        allow_local=allow_local_paths, also_allowed=(default_source,))
     try:
         default = models.get(default_source)
     except gr.Error as e:
@@ -408,21 +557,48 @@ def build_demo(default_potentials: str | None = None, baselines_dir: str | Path 
     flow = default.flow
 
     # Thin wrappers: gradio names the API parameters after these signatures.
+    @functools.partial(_answering, "/traverse")
     def traverse_fn(seed, k, num_steps, step_size, source, revision, start):
         return traverse(models, seed, k, num_steps, step_size, source, revision, start)
 
+    @functools.partial(_answering, "/overview")
     def overview_fn(seed, num_steps, step_size, source, revision, start):
         return overview(models, seed, num_steps, step_size, source, revision, start)
 
+    @functools.partial(_answering, "/compare")
     def compare_fn(seed, k, num_steps, step_size, source, revision, start):
         return compare(models, seed, k, num_steps, step_size, source, revision, start)
 
+    @functools.partial(_answering, "/load")
     def load_fn(source, revision):
         return models.get(source, revision).info
+
+    @functools.partial(_answering, "Run")
+    def check_fn(seed, k, num_steps, step_size, source, revision, start):
+        # The page's Run checks once, then renders strip and overview side by side: one message for a bad click.
+        _checked(models, seed, k, num_steps, step_size, source, revision, start)
 
     def after_load_fn(source, revision):  # runs after a successful load, from the cache
         loaded = models.get(source, revision)
         return gr.Dropdown(choices=_k_choices(loaded.flow), value=0), loaded.start
+
+    def load_failed_fn(source, revision):  # the info line must not go on describing the previous potentials
+        why = models.failure(source, revision) or "see the message above"
+        return f"**Not loaded:** {_public(why)}"
+
+    opening: dict[tuple, tuple] = {}  # the pictures a page opens on, per controls: every visitor opens on the same
+
+    @functools.partial(_answering, "page open")
+    def opening_fn(seed, k, num_steps, step_size, source, revision, start):
+        key = tuple(str(v) for v in (seed, k, num_steps, step_size, source, revision, start))
+        pictures = opening.get(key)
+        if pictures is None or not Path(pictures[1]).is_file():  # its GIF ages out of GIF_DIR
+            pictures = (*traverse(models, seed, k, num_steps, step_size, source, revision, start),
+                        overview(models, seed, num_steps, step_size, source, revision, start))
+            if len(opening) >= CACHE_SIZE:
+                opening.clear()
+            opening[key] = pictures
+        return pictures
 
     with gr.Blocks(title="Potential-flow latent traversals") as demo:
         gr.Markdown(HEADER)
@@ -430,7 +606,7 @@ def build_demo(default_potentials: str | None = None, baselines_dir: str | Path 
             source = gr.Textbox(value=default_source, label="Potentials: Hub repo id or folder", scale=3)
             revision = gr.Textbox(value="", label="Revision (branch, tag or commit; empty: default)", scale=1)
             load_btn = gr.Button("Load", scale=0)
-        info = gr.Markdown(default.info)
+        info = gr.Markdown(default.info, elem_id="info")
         with gr.Row():
             seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed (z0)")
             seed_btn = gr.Button("Random seed", scale=0)
@@ -439,14 +615,15 @@ def build_demo(default_potentials: str | None = None, baselines_dir: str | Path 
             k = gr.Dropdown(choices=_k_choices(flow), value=0, label="Potential k", allow_custom_value=True)
             num_steps = gr.Slider(1, MAX_STEPS, value=min(flow.num_timesteps, MAX_STEPS), step=1,
                                   label="Steps each way")
-            step_size = gr.Slider(0.0, MAX_STEP_SIZE, value=min(flow.step_size, MAX_STEP_SIZE), step=0.05,
-                                  label="Step size")
+            step_size = gr.Slider(0.01, MAX_STEP_SIZE, value=min(flow.step_size, MAX_STEP_SIZE), step=0.01,
+                                  label="Step size")  # 0 is no step: the handler refuses it, so the slider too
             start = gr.Radio([("a training image, encoded", "data"), ("a prior sample N(0, I)", "prior")],
                              value="prior", label="Start z0 from")
         run_btn = gr.Button("Run", variant="primary")
         # Strip and overview carry their titles above them: a label badge would hide the first frames.
-        gr.Markdown("**Traversal of potential k:** − end ← z<sub>0</sub> (between the orange bars) → + end")
-        strip = gr.Image(type="pil", format="png", show_label=False, elem_id="strip")
+        gr.Markdown("**Traversal of potential k:** − end ← z<sub>0</sub> (between the orange bars) → + end. "
+                    "The page opens on seed 0 and k = 0; press **Run** for other controls.")
+        strip = gr.Image(type="pil", format="png", show_label=False, elem_id="strip", buttons=[])
         with gr.Row():
             gif = gr.Image(type="filepath", label="Animated GIF (download)", elem_id="gif",
                            buttons=["download", "fullscreen"], scale=1)
@@ -455,7 +632,7 @@ def build_demo(default_potentials: str | None = None, baselines_dir: str | Path 
         trajectory = gr.Image(type="pil", format="png", label="Trajectories z_t against t (all k; selected in red)",
                               elem_id="trajectory")
         gr.Markdown("**All K potentials from the same z<sub>0</sub>**, one row each")
-        overview_img = gr.Image(type="pil", format="png", show_label=False, elem_id="overview")
+        overview_img = gr.Image(type="pil", format="png", show_label=False, elem_id="overview", buttons=[])
 
         gr.Markdown("## Compare methods\nThe seed's z<sub>0</sub> and potential k under every method there is for "
                     "this generator: the loaded potentials, the trained baselines shipped for it, and the "
@@ -463,32 +640,46 @@ def build_demo(default_potentials: str | None = None, baselines_dir: str | Path 
                     "with their rows of the benchmark report. Uses the seed, k, steps, step size, start and "
                     "potentials above.")
         compare_btn = gr.Button("Compare")
-        compare_strips = gr.Image(type="pil", format="png", show_label=False, elem_id="compare-strips")
+        compare_strips = gr.Image(type="pil", format="png", show_label=False, elem_id="compare-strips", buttons=[])
         compare_shape = gr.Image(type="pil", format="png", label="Path shape per method", elem_id="compare-shape")
         compare_table = gr.Markdown(elem_id="compare-table")
 
+        controls = [seed, k, num_steps, step_size, source, revision, start]
+        pictures = [strip, gif, landscape, trajectory]
+        # preprocess=False: the handlers get the values as sent and check them all (see the module docstring).
+        raw = {"preprocess": False}
         seed_btn.click(lambda: random.randint(0, MAX_SEED), None, seed, queue=False, api_visibility="private")
-        # The API's default start stays "prior"; each page opens on real images where the generator can encode them.
+        # The API's default start stays "prior"; each page opens on real images where the generator can encode them,
+        # already rendered for the opening controls.
         demo.load(lambda src, rev: models.get(src, rev).start, [source, revision], [start],
-                  api_visibility="private")
+                  api_visibility="private"
+                  ).success(opening_fn, controls, [*pictures, overview_img], api_visibility="private",
+                            concurrency_id="render", **raw)
         # /load answers with the info text only; the k menu is refreshed by a private follow-up step.
         for trigger, api_name in ((load_btn.click, "load"), (source.submit, None)):
-            trigger(load_fn, [source, revision], [info], api_name=api_name,
-                    api_visibility="public" if api_name else "private"
-                    ).success(after_load_fn, [source, revision], [k, start], api_visibility="private")
+            loading = trigger(load_fn, [source, revision], [info], api_name=api_name,
+                              api_visibility="public" if api_name else "private", **raw)
+            loading.success(after_load_fn, [source, revision], [k, start], api_visibility="private")
+            loading.failure(load_failed_fn, [source, revision], [info], api_visibility="private")
         # Both renderers share one concurrency slot pair so a click never runs more than two jobs at once.
-        run_btn.click(traverse_fn, [seed, k, num_steps, step_size, source, revision, start],
-                      [strip, gif, landscape, trajectory], api_name="traverse", concurrency_id="render")
-        run_btn.click(overview_fn, [seed, num_steps, step_size, source, revision, start], [overview_img],
-                      api_name="overview", concurrency_id="render")
-        compare_btn.click(compare_fn, [seed, k, num_steps, step_size, source, revision, start],
-                          [compare_strips, compare_shape, compare_table], api_name="compare", concurrency_id="render")
+        checked = run_btn.click(check_fn, controls, None, concurrency_limit=None, api_visibility="private", **raw)
+        checked.success(traverse_fn, controls, pictures, api_name="traverse", concurrency_id="render", **raw)
+        checked.success(overview_fn, [seed, num_steps, step_size, source, revision, start], [overview_img],
+                        api_name="overview", concurrency_id="render", **raw)
+        compare_btn.click(compare_fn, controls, [compare_strips, compare_shape, compare_table], api_name="compare",
+                          concurrency_id="render", **raw)
     demo.queue(default_concurrency_limit=2, max_size=16)
     return demo
+
+
+def launch(demo: gr.Blocks, **launch_kwargs):
+    """demo.launch with the page's CSS (gradio 6 takes CSS at launch, not in gr.Blocks)."""
+    return demo.launch(css=CSS, **launch_kwargs)
 
 
 if __name__ == "__main__":
     # A request is many small tensor ops: on the 2-core CPU one torch thread per request (two requests run at once)
     # measured up to 30x faster than two threads per request fighting for the cores (bench/bench_app.py --threads).
     torch.set_num_threads(int(os.environ.get("PDETRAVERSAL_TORCH_THREADS", "1")))
-    build_demo().launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"))
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    launch(build_demo(), server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"))

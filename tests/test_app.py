@@ -4,10 +4,15 @@ Fixture potentials (random weights over a tiny MLP generator) live in tmp folder
 shipped weights; one test checks that the shipped default itself loads and renders.
 """
 import json
+import logging
+import os
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -83,20 +88,42 @@ def fixtures(tmp_path_factory):
     return out
 
 
+@pytest.fixture(autouse=True)
+def local_folders(monkeypatch):
+    """The fixtures are tmp folders: serve any folder, as for local use (the public rule has its own tests below)."""
+    monkeypatch.setenv(app.ALLOW_LOCAL_ENV, "1")
+
+
 @pytest.fixture(scope="module")
 def client(fixtures):
     demo = app.build_demo(fixtures["main"], baselines_dir=fixtures["baselines"], report_path=fixtures["report"],
-                          shipped_dir=fixtures["shipped_dir"])
-    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+                          shipped_dir=fixtures["shipped_dir"], allow_local_paths=True)
+    app.launch(demo.queue(), server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         yield Client(demo.local_url, verbose=False)
     finally:
         demo.close()
 
 
+@pytest.fixture(scope="module")
+def public(fixtures):
+    """The page as the Space serves it: local folders only from the allow-list. Yields (client, url)."""
+    demo = app.build_demo(fixtures["main"], baselines_dir=fixtures["baselines"], report_path=fixtures["report"],
+                          shipped_dir=fixtures["shipped_dir"], allow_local_paths=False)
+    app.launch(demo.queue(), server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(demo.local_url, verbose=False), demo.local_url
+    finally:
+        demo.close()
+
+
 def strip_width(num_frames: int, image_size: int) -> int:
-    tile = image_size * plots.upscale_factor(image_size, image_size, 128)
-    return num_frames * tile + (num_frames - 1) * 4
+    return num_frames * strip_tile(image_size) + (num_frames - 1) * 4
+
+
+def strip_tile(image_size: int) -> int:
+    """A strip frame's side: the image upscaled by whole factors to at least app.STRIP_MIN_SIZE = 64 px."""
+    return image_size * plots.upscale_factor(image_size, image_size, app.STRIP_MIN_SIZE)
 
 
 def test_named_endpoints(client):
@@ -106,7 +133,7 @@ def test_named_endpoints(client):
 def test_traverse_returns_strip_gif_and_plots(client, fixtures):
     strip, gif, landscape, trajectory = client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", api_name="/traverse")
     with Image.open(strip) as im:
-        assert im.size == (strip_width(2 * STEPS + 1, 8), 128)
+        assert im.size == (strip_width(2 * STEPS + 1, 8), 64) == (7 * 64 + 6 * 4, 64)
     with Image.open(gif) as im:
         assert im.format == "GIF" and im.n_frames == 2 * (2 * STEPS + 1) - 2  # ping-pong
     for plot in (landscape, trajectory):
@@ -131,7 +158,7 @@ def test_load_another_folder_then_use_its_larger_k(client, fixtures):
     assert "straightness" in info and "|c²Δu|" in info and [int(r.split("|")[1]) for r in rows] == list(range(5))
     strip, gif, _, _ = client.predict(0, 4, STEPS, 1.0, fixtures["other"], "", api_name="/traverse")
     with Image.open(strip) as im:
-        assert im.size == (strip_width(2 * STEPS + 1, 16), 128) and im.mode == "RGB"
+        assert im.size == (strip_width(2 * STEPS + 1, 16), 64) and im.mode == "RGB"
     overview = client.predict(0, STEPS, 1.0, fixtures["other"], "", api_name="/overview")
     with Image.open(overview) as im:
         assert im.height == 5 * 64 + 4 * 4
@@ -141,17 +168,62 @@ def test_load_another_folder_then_use_its_larger_k(client, fixtures):
     ((0, 3, STEPS, 1.0), "k (potential index) must be an integer from 0 to 2, got 3"),
     ((0, -1, STEPS, 1.0), "from 0 to 2"),
     ((0, "x", STEPS, 1.0), "k (potential index) must be an integer"),
-    ((0, 0, 0, 1.0), "less than minimum value 1"),       # the slider's own range check
-    ((0, 0, 51, 1.0), "greater than maximum value 50"),
-    ((0, 0, STEPS, 0.0), "step size must lie in (0, 5]"),
-    ((0, 0, STEPS, 7.0), "greater than maximum value 5"),
-    ((-1, 0, STEPS, 1.0), "less than minimum value 0"),
+    ((0, 0, 0, 1.0), "number of steps must be an integer from 1 to 50, got 0."),
+    ((0, 0, 51, 1.0), "number of steps must be an integer from 1 to 50, got 51."),
+    ((0, 0, 2.5, 1.0), "number of steps must be an integer from 1 to 50, got 2.5."),
+    ((0, 0, STEPS, 0.0), "step size must lie in (0, 5], got 0.0."),
+    ((0, 0, STEPS, 7.0), "step size must lie in (0, 5], got 7.0."),
+    ((0, 0, STEPS, "big"), "step size must lie in (0, 5], got 'big'."),
+    ((-1, 0, STEPS, 1.0), "seed must be an integer from 0 to 2147483647, got -1."),
+    ((2**31, 0, STEPS, 1.0), "seed must be an integer from 0 to 2147483647, got 2147483648."),
+    # Values gr.Number's own conversion breaks on (a generic "upstream Gradio app has raised an exception" before):
+    (("abc", 0, STEPS, 1.0), "seed must be an integer from 0 to 2147483647, got 'abc'."),
+    ((None, 0, STEPS, 1.0), "seed must be an integer from 0 to 2147483647, got None."),
 ])
 def test_bad_inputs_give_clear_errors(client, fixtures, args, message):
     with pytest.raises(Exception) as err:
         client.predict(*args, fixtures["main"], "", api_name="/traverse")
     assert message in str(err.value)
-    assert "Traceback" not in str(err.value)
+    assert "Traceback" not in str(err.value) and "upstream Gradio app" not in str(err.value)
+
+
+def test_bad_start_and_nan_in_raw_json(client, fixtures):
+    with pytest.raises(Exception, match=r"start must be 'data' or 'prior', got 'side'"):
+        client.predict(0, 0, STEPS, 1.0, fixtures["main"], "", "side", api_name="/traverse")
+    # gradio_client refuses to send NaN; JSON written by hand may hold a bare NaN token (Python's json reads it).
+    body = '{"data": [NaN, %d, 1.0, %s, "", "prior"]}' % (STEPS, json.dumps(fixtures["main"]))
+    url = client.src.rstrip("/") + "/gradio_api/call/overview"
+    event = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=30).json()["event_id"]
+    answer = httpx.get(f"{url}/{event}", timeout=60).text
+    assert "event: error" in answer
+    assert "seed must be an integer from 0 to 2147483647, got nan." in answer
+
+
+def rejections(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "pdetraversal.app"]
+
+
+def test_a_rejected_request_logs_one_line_and_no_traceback(client, fixtures, caplog, capfd):
+    caplog.set_level(logging.WARNING, logger="pdetraversal.app")
+    capfd.readouterr()
+    bad = [(("abc", 0, STEPS, 1.0, fixtures["main"], ""), "/traverse"),
+           ((-1, STEPS, 1.0, fixtures["main"], ""), "/overview"),
+           ((0, 9, STEPS, 1.0, fixtures["main"], ""), "/compare"),
+           (("   ", ""), "/load"),
+           (("tester/no-such-repo-here", ""), "/load")]
+    for args, endpoint in bad:
+        with pytest.raises(Exception):
+            client.predict(*args, api_name=endpoint)
+    lines = rejections(caplog)
+    assert len(lines) == len(bad)  # one line per rejected request
+    assert [line.split(":")[0] for line in lines] == [f"rejected {e}" for _, e in bad]
+    assert lines[0] == "rejected /traverse: seed must be an integer from 0 to 2147483647, got 'abc'."
+    assert lines[2] == "rejected /compare: k (potential index) must be an integer from 0 to 2, got 9."
+    assert all("\n" not in line for line in lines)
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err and "gr.Error" not in out + err
+    client.predict(0, 0, STEPS, 1.0, fixtures["main"], "", api_name="/traverse")  # a good request logs nothing
+    assert len(rejections(caplog)) == len(bad)
 
 
 def test_start_defaults_to_prior_and_data_needs_an_encoder(client, fixtures):
@@ -219,6 +291,147 @@ def test_hub_repo_size_cap(hub, fixtures, monkeypatch):
         app.ModelCache().get("tester/no-such-repo")
 
 
+# ------------------------------------------------------------------------------------------- the public page
+def error_of(call) -> str:
+    with pytest.raises(Exception) as err:
+        call()
+    return str(err.value)
+
+
+def test_public_page_serves_only_the_allowed_folders(hub, public, fixtures):
+    client, _ = public
+    refused = "Local folders other than the shipped models are not served here"
+    # An existing system folder, a missing one and an existing checkpoint folder all get the same answer, which
+    # names none of them: the page cannot be used to probe the server's file system.
+    for source in ("/etc", "/no/such/folder", "/tmp", fixtures["other"], "../..", "hub_models/../tests"):
+        message = error_of(lambda: client.predict(source, "", api_name="/load"))
+        assert refused in message, source
+        assert source not in message and "not found" not in message
+    message = error_of(lambda: client.predict(0, 0, STEPS, 1.0, "/etc", "", api_name="/traverse"))
+    assert refused in message and "/etc" not in message
+    # Allowed: the default potentials' folder and the shipped folders (here the fixtures' shipped_dir).
+    assert "K = 3" in client.predict(fixtures["main"], "", api_name="/load")
+    assert "K = 3" in client.predict(fixtures["shipped"], "", api_name="/load")
+    assert "fixture-potentials" in app.ModelCache(shipped_dir=fixtures["shipped_dir"], allow_local=False).get(
+        fixtures["shipped"]).info
+    # Hub repo ids are still looked up on the Hub.
+    assert "Hub repo 'tester/none-such' not found" in error_of(
+        lambda: client.predict("tester/none-such", "", api_name="/load"))
+
+
+def test_allow_local_paths_setting(fixtures, monkeypatch):
+    monkeypatch.delenv(app.ALLOW_LOCAL_ENV)
+    with pytest.raises(app.gr.Error, match="not served here"):
+        app.ModelCache().get(fixtures["other"])  # the default: the public rule
+    monkeypatch.setenv(app.ALLOW_LOCAL_ENV, "0")
+    with pytest.raises(app.gr.Error, match="not served here"):
+        app.ModelCache().get(fixtures["other"])
+    monkeypatch.setenv(app.ALLOW_LOCAL_ENV, "1")
+    assert app.ModelCache().get(fixtures["other"]).flow.num_potentials == 5
+    assert app.ModelCache(allow_local=False).allowed_folders() >= {
+        (app.SHIPPED_DIR / "dsprites-vae-potentials").resolve(), (app.SHIPPED_DIR / "dsprites-vae").resolve()}
+    assert app.ModelCache(allow_local=True).allowed_folders() is None
+
+
+def test_public_page_refuses_a_hub_config_naming_a_local_generator(hub, public, fixtures, tmp_path):
+    from huggingface_hub import HfApi
+
+    client, _ = public
+    generator = str(Path(fixtures["main"]).parent / "generator")  # exists on the server, outside the allow-list
+    for name, gen in (("tester/app-local-gen", generator), ("tester/app-etc-gen", "/etc")):
+        PotentialFlow(latent_dim=4, num_potentials=2, generator=gen).save_pretrained(tmp_path / name)
+        HfApi().create_repo(name, exist_ok=True)
+        HfApi().upload_folder(repo_id=name, folder_path=tmp_path / name)
+        message = error_of(lambda: client.predict(name, "", api_name="/load"))
+        assert f"Could not load potentials from '{name}': the generator its config names: local folders other " \
+               "than the shipped models are not served here" in message
+        assert gen not in message
+    # A generator from the Hub is fine.
+    HfApi().create_repo("tester/app-gen", exist_ok=True)
+    HfApi().upload_folder(repo_id="tester/app-gen", folder_path=generator)
+    PotentialFlow(latent_dim=4, num_potentials=2, generator="tester/app-gen").save_pretrained(tmp_path / "hubgen")
+    HfApi().create_repo("tester/app-hub-gen", exist_ok=True)
+    HfApi().upload_folder(repo_id="tester/app-hub-gen", folder_path=tmp_path / "hubgen")
+    assert "K = 2" in client.predict("tester/app-hub-gen", "", api_name="/load")
+
+
+def test_messages_name_files_without_server_paths(hub, public, fixtures, monkeypatch, tmp_path):
+    from huggingface_hub import HfApi, constants
+
+    client, _ = public
+    # A corrupt folder in the allow-list; the fixtures' root plays the repository root.
+    root = Path(fixtures["shipped_dir"]).parent
+    monkeypatch.setattr(app, "REPO_ROOT", root)
+    broken = Path(fixtures["shipped_dir"]) / "broken-potentials"
+    broken.mkdir()
+    try:
+        shutil.copy(Path(fixtures["main"]) / "config.json", broken)
+        (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+        message = error_of(lambda: client.predict(str(broken), "", api_name="/load"))
+    finally:
+        shutil.rmtree(broken)
+    assert ("Could not load potentials from 'shipped/broken-potentials': "
+            "shipped/broken-potentials/model.safetensors is not a readable safetensors file") in message
+    assert str(root) not in message
+    # A Hub repo whose weights are corrupt: the file is named as in the repo, not by its place in the Hub cache.
+    PotentialFlow(latent_dim=4, num_potentials=2, generator="tester/app-corrupt-gen").save_pretrained(
+        tmp_path / "corrupt")  # a Hub generator: the public rule lets the config through to the weights
+    HfApi().create_repo("tester/app-corrupt", exist_ok=True)
+    HfApi().upload_file(path_or_fileobj=str(tmp_path / "corrupt" / "config.json"), path_in_repo="config.json",
+                        repo_id="tester/app-corrupt")
+    HfApi().upload_file(path_or_fileobj=b"garbage bytes", path_in_repo="model.safetensors",
+                        repo_id="tester/app-corrupt")
+    with pytest.raises(app.gr.Error) as err:  # what the loader itself says: the cache path is in it
+        app.ModelCache().get("tester/app-corrupt")
+    assert constants.HF_HUB_CACHE in err.value.message
+    message = error_of(lambda: client.predict("tester/app-corrupt", "", api_name="/load"))
+    assert ("Could not load potentials from 'tester/app-corrupt': model.safetensors is not a readable safetensors "
+            "file") in message
+    assert constants.HF_HUB_CACHE not in message and "snapshots" not in message and "models--" not in message
+
+
+def test_public_strips_repo_root_and_hub_cache():
+    from huggingface_hub import constants
+
+    cache = os.path.abspath(constants.HF_HUB_CACHE)
+    snapshot = os.path.join(cache, "models--a--b", "snapshots", "0123abcd", "model.safetensors")
+    assert app._public(f"{snapshot} is bad") == "model.safetensors is bad"
+    assert app._public(f"lock at '{os.path.join(cache, '.locks', 'x')}'") == "lock at '(Hub cache)'"
+    assert app._public(f"{app.REPO_ROOT / 'hub_models' / 'x' / 'config.json'} of {app.REPO_ROOT}") == \
+        "hub_models/x/config.json of ."
+    assert app._public("user/name: 'hub_models/x' and /etc") == "user/name: 'hub_models/x' and /etc"
+    assert app._public(f"{app.REPO_ROOT}-copy/x") == f"{app.REPO_ROOT}-copy/x"  # another folder: left alone
+
+
+# ------------------------------------------------------------------------------------------- small things
+def test_gif_folder_is_removed_at_exit(tmp_path):
+    script = ("import app, sys; assert app.GIF_DIR.is_dir() and app.GIF_DIR.name.startswith('pdetraversal-gifs-'); "
+              "(app.GIF_DIR / 'a.gif').write_bytes(b'GIF89a'); print(app.GIF_DIR)")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=app.REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip().splitlines()[-1])
+    assert folder.parent == tmp_path and not folder.exists()
+    assert not list(tmp_path.glob("pdetraversal-gifs-*"))
+
+
+def test_step_size_slider_starts_above_zero(client):
+    sliders = [c["props"] for c in client.config["components"] if c["props"].get("label") == "Step size"]
+    assert len(sliders) == 1 and sliders[0]["minimum"] == 0.01 > 0 and sliders[0]["maximum"] == 5.0
+
+
+def test_a_failed_load_is_remembered_for_the_info_line(fixtures):
+    cache = app.ModelCache()
+    with pytest.raises(app.gr.Error):
+        cache.get("tester/not-a-repo-at-all")
+    assert "Hub repo 'tester/not-a-repo-at-all' not found" in cache.failure(" tester/not-a-repo-at-all ", "")
+    with pytest.raises(app.gr.Error):
+        cache.get("  ")
+    assert cache.failure("", None).startswith("Enter a Hub repo id")
+    assert cache.failure(fixtures["main"]) is None
+
+
 def test_shipped_default_starts_from_encoded_sprites():
     # "data" starts at the VAE's code of the seed's dSprites image: the strip's z0 frame is its reconstruction.
     models = app.ModelCache()
@@ -232,9 +445,10 @@ def test_shipped_default_starts_from_encoded_sprites():
         recon = gen.decode(z0)
     assert ((recon > 0.5) == (image > 0.5)).float().mean() > 0.98
     strip = app.traverse(models, 5, 2, 4, 1.0, app.SHIPPED_POTENTIALS, "", "data")[0]
-    tile = 64 * plots.upscale_factor(64, 64, 128)
+    tile = strip_tile(64)
+    assert tile == 64  # dSprites frames at their own size
     z0_tile = np.asarray(strip)[:, 4 * (tile + 4):4 * (tile + 4) + tile]  # frame 4 of 9: z0
-    expected = np.asarray(plots.image_strip(recon))
+    expected = np.asarray(plots.image_strip(recon, min_size=app.STRIP_MIN_SIZE))
     assert np.abs(z0_tile.astype(int) - expected.astype(int)).max() <= 1
     assert not np.array_equal(np.asarray(strip), np.asarray(app.traverse(
         models, 5, 2, 4, 1.0, app.SHIPPED_POTENTIALS, "", "prior")[0]))
@@ -249,7 +463,7 @@ def test_shipped_default_loads_and_renders():
     strip, gif, landscape, trajectory = app.traverse(models, 0, loaded.flow.num_potentials - 1, 5, 1.0,
                                                      app.SHIPPED_POTENTIALS, "")
     c, h, w = loaded.generator.decode(loaded.generator.sample_latent(1, seed=0)).shape[1:]
-    assert strip.height == h * plots.upscale_factor(h, w, 128)
+    assert strip.height == h * plots.upscale_factor(h, w, app.STRIP_MIN_SIZE)
     assert Path(gif).is_file() and landscape.width > 300 and trajectory.width > 300
     grid = app.overview(models, 0, 5, 1.0, app.SHIPPED_POTENTIALS, "")
     tile = h * plots.upscale_factor(h, w, 64)
@@ -271,8 +485,7 @@ def table_rows(table: str) -> dict[str, list[str]]:
 
 
 def strips_height(num_methods: int, image_size: int) -> int:
-    tile = image_size * plots.upscale_factor(image_size, image_size, 128)
-    return num_methods * tile + (num_methods - 1) * 4
+    return num_methods * strip_tile(image_size) + (num_methods - 1) * 4
 
 
 def test_compare_shows_every_method_of_the_generator(client, fixtures):
@@ -288,7 +501,7 @@ def test_compare_shows_every_method_of_the_generator(client, fixtures):
         assert im.size == (round((2.4 * 6 + 0.5) * 80), round(4.8 * 80))  # one column per method
     # The potentials' row is exactly /traverse's strip (right-aligned after the labels).
     alone = np.asarray(Image.open(client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", api_name="/traverse")[0]))
-    assert np.array_equal(strip[:128, -alone.shape[1]:], alone[..., :3])
+    assert np.array_equal(strip[:strip_tile(8), -alone.shape[1]:], alone[..., :3])
     # Report: the header carries its columns (pipes escaped); trained baselines and floors get their rows' cells.
     assert "| VP % | straightness | \\|f\\| |" in table
     assert rows["linear (main-linear)"][6:] == ["linear (trained)", *REPORT_ROWS["linear (trained)"]]
