@@ -67,6 +67,18 @@ def _fit(*argv, output: str | None = "out"):
     return run
 
 
+def _space(endpoint: str, *args, public: bool = False):
+    """An app handler called as the Space calls it (the values unconverted, as the page sends them); a fixture
+    folder is served as the shipped ones are, unless `public` (then only the shipped folders are)."""
+    def run(ctx):
+        import app
+
+        cache = app.ModelCache(allow_local=not public)
+        values = [a.format(**ctx) if isinstance(a, str) else a for a in args]
+        return getattr(app, endpoint)(cache, *values)
+    return run
+
+
 def _unreachable(ctx):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,6 +116,22 @@ CASES = [
          lambda ctx: _load_repo(ctx["repo"], "nope")),
     Case("Python", "the Hub unreachable, repo not cached",
          "the Hub cannot be reached and nobody/nothing is not in the local cache", _unreachable),
+    Case("Space", "a seed that is not an integer (text)", "seed must be an integer from 0 to 2147483647, got 'abc'",
+         _space("traverse", "abc", 0, 5, 1.0, "{pots}", "", "prior")),
+    Case("Space", "a NaN seed", "seed must be an integer from 0 to 2147483647, got nan",
+         _space("traverse", float("nan"), 0, 5, 1.0, "{pots}", "", "prior")),
+    Case("Space", "k out of range", "k (potential index) must be an integer from 0 to 2, got 3",
+         _space("traverse", 0, 3, 5, 1.0, "{pots}", "", "prior")),
+    Case("Space", "steps outside 1–50", "number of steps must be an integer from 1 to 50, got 0",
+         _space("overview", 0, 0, 1.0, "{pots}", "", "prior")),
+    Case("Space", "a step size outside (0, 5]", "step size must lie in (0, 5], got 7",
+         _space("compare", 0, 0, 5, 7, "{pots}", "", "prior")),
+    Case("Space", "a start from data for a generator that cannot encode", "cannot encode training images",
+         _space("traverse", 0, 0, 5, 1.0, "{pots}", "", "data")),
+    Case("Space", "a local folder that is not a shipped model (/etc)", "Local folders other than the shipped models "
+         "are not served here", _space("traverse", 0, 0, 5, 1.0, "/etc", "", "prior", public=True)),
+    Case("Space", "an unknown Hub repo", "Hub repo 'user/no-such-repo' not found",
+         _space("traverse", 0, 0, 5, 1.0, "user/no-such-repo", "", "prior", public=True)),
     Case("fit.py", "a NaN, infinite or negative float flag", "argument --step-size: must be a finite number > 0, got nan",
          _fit("--generator", "{gen}", "--step-size", "nan")),
     Case("fit.py", "a count of zero", "argument --num-potentials: must be a finite number > 0, got 0",
@@ -191,7 +219,7 @@ def test_bad_input_gets_its_answer(case, ctx):
     try:
         result = case.run(ctx)
     except Exception as e:  # noqa: BLE001 -- the message is what is tested
-        message = str(e)
+        message = str(getattr(e, "message", None) or e)  # gr.Error keeps its text in .message
     else:
         assert isinstance(result, tuple), f"{case.what}: accepted without an error"
         code, message = result
