@@ -27,6 +27,8 @@ from hub_models import load_flow_and_generator  # noqa: E402
 from pdetraversal import plots  # noqa: E402
 from pdetraversal.potentials import traverse_both_ways  # noqa: E402
 
+STRIP_MIN_SIZE = 64  # app.STRIP_MIN_SIZE (not imported: gradio's import would dominate a cold run)
+
 TARGETS = {"traversal + landscape (the /traverse request)": 1.0, "overview of all K (the /overview request)": 2.0}
 
 
@@ -74,7 +76,7 @@ def main() -> None:
     def traverse_request():  # what app.traverse does after its input checks
         p = traverse_both_ways(flow, z0.expand(num_potentials, -1), all_k, steps, step_size)
         f = plots.decode_frames(gen, p[:, k:k + 1])[:, 0]
-        plots.image_strip(f, highlight=steps)
+        plots.image_strip(f, min_size=STRIP_MIN_SIZE, highlight=steps)
         plots.animated_gif(f, gif_path)
         plots.figure_to_image(plots.landscape_figure(flow, p[:, k], k, times, title=flow.label(k)))
         plots.figure_to_image(plots.trajectory_figure(p, highlight=k, origin_index=steps))
@@ -83,7 +85,7 @@ def main() -> None:
         f"traversal both ways, all K={num_potentials} ({2 * steps + 1} points)":
             lambda: traverse_both_ways(flow, z0.expand(num_potentials, -1), all_k, steps, step_size),
         f"decode {2 * steps + 1} frames": lambda: plots.decode_frames(gen, paths[:, k:k + 1]),
-        "strip": lambda: plots.image_strip(frames, highlight=steps),
+        "strip": lambda: plots.image_strip(frames, min_size=STRIP_MIN_SIZE, highlight=steps),
         "GIF": lambda: plots.animated_gif(frames, gif_path),
         f"landscape grid only ({len(times)} times, 41x41, one batch)":
             lambda: plots.landscape_grid(flow, paths[:, k], k, times),
