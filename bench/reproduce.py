@@ -82,8 +82,8 @@ ABLATIONS = {
 # Measured CPU seconds on one torch thread (dSprites VAE, K = 8, T = 10): a VP seed of 2,000 pairs at 30 epochs 18 s;
 # a factor report of 128 encoded starts 44 s (it scales with starts and K: 32 starts ~ 11 s); a fit of 50 steps at
 # batch 64 15 s. So the default cuts the VP classifier to 20 epochs of 200 training pairs, the factor report to 32
-# starts and the fits to 100 steps at batch 32. All generators at that size took longer than an hour on the shared
-# machine; the committed report ran `--only dsprites-betavae mnist-joint-vae` (with the ablation).
+# starts and the fits to 100 steps at batch 32. At that size the committed report (every generator, the ablation,
+# Tables 4/5, --jobs 2) took 49 min wall and 43 min CPU on 2 cores shared with other jobs.
 SIZES = {
     "quick": dict(num_potentials=4, num_timesteps=5, max_steps=10, batch_size=16, vp_pairs=200, vp_epochs=2,
                   factor_samples=8, diag_starts=16, curve_starts=8, ll_images=40, ll_samples=10, eq_sequences=40),
@@ -458,6 +458,12 @@ def findings(gens: list[dict], abl: dict | None, mnist_res: dict | None = None) 
                 text += (" — likely reason: this VAE was trained WITH the factor labels (anchored), so its latent axes "
                          "already are the factors and straight lines are the right answer")
             lines.append(text + ".")
+        if "warped (trained)" in m and "potential (trained)" in m:
+            ratio = m["warped (trained)"]["step"] / max(m["potential (trained)"]["step"], 1e-12)
+            if ratio > 2:
+                lines.append(f"- **{g['name']}**: WarpedSpace steps are unit-normalised and {ratio:.1f}× longer in z than "
+                             "the trained potentials' (the 'mean step' column): part of its VP lead may be that it moves "
+                             "farther, not that its directions are better.")
         order = [label for label in ("potential (trained)", "warped (trained)", "sefa", "linear (trained)") if label in vp]
         ranked = sorted(order, key=lambda label: -vp[label][0])
         holds = (vp.get("potential (trained)", (0,))[0] >= vp.get("warped (trained)", (0,))[0] >=
@@ -472,6 +478,12 @@ def findings(gens: list[dict], abl: dict | None, mnist_res: dict | None = None) 
                      f"{', '.join(worse) or 'none'}.")
     # Where the potentials fail to beat a floor, that comes first.
     return sorted(lines, key=lambda line: "NOT" not in line)
+
+
+def vp_cell(g: dict, label: str) -> str:
+    v = g["methods"][label]
+    cell = fmt([r["vp"] for r in v["per_seed"]])
+    return cell if v["K"] == g["K_ref"] else f"{cell} ({100.0 / v['K']:.1f})"
 
 
 def method_cells(g: dict, v: dict) -> tuple[list[str], list[str]]:
@@ -518,11 +530,12 @@ def write_report(out: Path, gens: list[dict], abl: dict | None, mnist_res: dict 
           f"{meta['seeds']}; {meta['size']['vp_pairs']} pairs per seed, 10% train, {meta['size']['vp_epochs']} epochs. "
           "Straight lines (sefa, axes, random) take the same mean latent step as the reference potentials "
           "(the shipped ones, else the trained potential fits), measured on their traversals from the same starts: "
-          "the 'step' column.", "",
+          "the 'step' column. In parentheses: the chance level 100/K of a row whose K differs from the generator's "
+          "reference K (axes and SeFa have at most d directions).", "",
           "| method | " + " | ".join(g["name"] for g in gens) + " |", "|---|" + "---|" * len(gens)]
     labels = list(dict.fromkeys(label for g in gens for label in g["methods"]))
     for label in labels:
-        cells = [fmt([r["vp"] for r in g["methods"][label]["per_seed"]]) if label in g["methods"] else "-" for g in gens]
+        cells = [vp_cell(g, label) if label in g["methods"] else "-" for g in gens]
         L.append(f"| {label} | " + " | ".join(cells) + " |")
     L += ["", "| generator | d | K (ref) | T | VP starts | line step (from) | chance % |", "|---|---|---|---|---|---|---|"]
     for g in gens:
