@@ -32,10 +32,20 @@ A loss term or gradient that turns NaN or infinite stops the run before the upda
 the step and the terms: the checkpoint then holds the last good step, and no potentials or card are written.
 At the end DIR always gets the potentials first (save_pretrained); the push comes after, and a failed push leaves
 DIR intact and prints how to retry.
+
+Data parallel on several GPUs or machines: `accelerate launch --multi_gpu --num_processes 8 train/fit.py ...` (add
+--num_machines, --machine_rank, --main_process_ip and --main_process_port for several machines; on CPUs the same
+--multi_gpu launch runs gloo processes). Every process draws its own --batch-size latents per step, from seeds
+derived from (seed, step, process index); the gradients are averaged over the processes before each Adam step, so
+all hold the same weights. Process 0 alone writes the checkpoints, the potentials and the card and pushes; a signal
+or a non-finite term on any process stops all of them at the same step. Any number of processes can resume any
+checkpoint. A plain `python train/fit.py` is one process, draws exactly what it did before this option existed
+(process 0's stream) and does not need accelerate.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -195,9 +205,11 @@ def generator_pin(source: str, revision: str | None, token) -> str | None:
     return HfApi(token=token).model_info(source, revision=revision).sha
 
 
-def save_checkpoint(path: Path, step: int, flow, classifier, optimizer, args, history: list[dict], seconds: float) -> None:
+def save_checkpoint(path: Path, step: int, flow, classifier, optimizer, args, history: list[dict], seconds: float,
+                    processes: list[list[int]] | None = None) -> None:
     """Everything --resume needs to continue exactly, and the card's numbers so far (`history`: the logs of the
-    last 50 steps; `seconds` spent training)."""
+    last 50 steps; `seconds` spent training; `processes`: [first step, number of processes] for each part of the
+    run, since the data drawn depends on how many processes drew it; default one process throughout)."""
     tensors = {f"flow.{k}": v for k, v in flow.state_dict().items()}
     tensors.update({f"classifier.{k}": v for k, v in classifier.state_dict().items()})
     opt = optimizer.state_dict()
@@ -209,7 +221,8 @@ def save_checkpoint(path: Path, step: int, flow, classifier, optimizer, args, hi
         raise RuntimeError(f"refusing to write a checkpoint with non-finite values in {', '.join(bad[:3])}")
     meta = {"step": str(step), "param_groups": json.dumps(opt["param_groups"]),
             "args": json.dumps({k: getattr(args, k) for k in RESUME_MUST_MATCH}),
-            "history": json.dumps(history), "seconds": repr(float(seconds))}  # JSON and repr round-trip floats exactly
+            "history": json.dumps(history), "seconds": repr(float(seconds)),  # JSON and repr round-trip floats exactly
+            "processes": json.dumps(processes or [[0, 1]])}
     data = save(tensors, metadata=meta)
     tmp = path.with_suffix(".tmp")
     try:
@@ -229,9 +242,9 @@ def save_checkpoint(path: Path, step: int, flow, classifier, optimizer, args, hi
             os.close(fd)
 
 
-def load_checkpoint(path: Path, flow, classifier, optimizer, args) -> tuple[int, list[dict], float]:
-    """Restores the state save_checkpoint wrote; returns (step, history, seconds). A file that cannot be read is a
-    one-line error that leaves it untouched."""
+def load_checkpoint(path: Path, flow, classifier, optimizer, args) -> tuple[int, list[dict], float, list[list[int]]]:
+    """Restores the state save_checkpoint wrote; returns (step, history, seconds, processes). A file that cannot be
+    read is a one-line error that leaves it untouched."""
     def corrupt(reason):
         return SystemExit(f"error: checkpoint {path} is corrupt or truncated: {reason}; delete it or restore a copy")
 
@@ -242,6 +255,7 @@ def load_checkpoint(path: Path, flow, classifier, optimizer, args) -> tuple[int,
         step, param_groups = int(meta["step"]), json.loads(meta["param_groups"])
         saved = json.loads(meta["args"])
         history, seconds = json.loads(meta.get("history", "[]")), float(meta.get("seconds", "0"))
+        processes = json.loads(meta.get("processes", "[[0, 1]]"))  # written before data parallel: one process
     except KeyError as e:
         raise corrupt(f"its metadata lacks {e}") from None
     except (SafetensorError, OSError, ValueError) as e:
@@ -265,7 +279,7 @@ def load_checkpoint(path: Path, flow, classifier, optimizer, args) -> tuple[int,
         optimizer.load_state_dict({"state": state, "param_groups": param_groups})
     except (RuntimeError, ValueError, KeyError) as e:
         raise corrupt(f"its tensors do not fit this model ({' '.join(str(e).split())[:300]})") from None
-    return step, history, seconds
+    return step, history, seconds, processes
 
 
 def folder_link(generator: str, output_dir: str) -> str:
@@ -280,7 +294,8 @@ def folder_link(generator: str, output_dir: str) -> str:
 
 
 def write_card(args, flow, final: dict, seconds: float, report: dict | None, argv,
-               prior_report: dict | None = None, diagnostics: tuple[str, list[dict]] | None = None) -> None:
+               prior_report: dict | None = None, diagnostics: tuple[str, list[dict]] | None = None,
+               processes: list[list[int]] | None = None) -> None:
     from pdetraversal.metrics.factors import format_report
 
     is_hub = not os.path.isdir(resolve_source(args.generator))
@@ -288,7 +303,8 @@ def write_card(args, flow, final: dict, seconds: float, report: dict | None, arg
                          tags=["latent-traversal", "potential-flow", "pdetraversal"],
                          base_model=args.generator if is_hub else None, base_model_relation="adapter" if is_hub else None)
     # The command of the whole run: a resumed one trains exactly what it would have without the interruption.
-    command = "python train/fit.py " + " ".join(shlex.quote(a) for a in argv if a != "--resume")
+    processes = processes or [[0, 1]]
+    command = launcher(processes[-1][1]) + " " + " ".join(shlex.quote(a) for a in argv if a != "--resume")
     terms = ", ".join(f"{k} = {v:.4g}" for k, v in final.items())
     labels = "\n".join(f"| {k} | {flow.label(k)} |" for k in range(flow.num_potentials))
     if args.supervision == "dsprites":
@@ -302,11 +318,18 @@ def write_card(args, flow, final: dict, seconds: float, report: dict | None, arg
         generator_link = f"[`{args.generator}`](https://huggingface.co/{args.generator})"
     else:
         generator_link = folder_link(args.generator, args.output_dir)
+    parallel = ""
+    if processes != [[0, 1]]:  # data parallel for some or all steps: say how the latents were drawn
+        ends = [first for first, _ in processes[1:]] + [args.max_steps]
+        parts = "; ".join(f"steps {first}-{last - 1} on {n} process{'es' if n > 1 else ''}"
+                          for (first, n), last in zip(processes, ends))
+        parallel = (f"\n- Data parallel ({parts}): every process drew its own batch from seeds of (seed, step, process "
+                    "index) and the gradients were averaged over the processes before each update")
     if final:
         training = f"""- Method: `{args.method}`
-- Steps: {args.max_steps}, batch {args.batch_size}, Adam lr {args.lr}, T = {args.num_timesteps}, Laplacian: {args.laplacian}
-- {supervision}
-- Time: {seconds / 60:.1f} min on {args.device} ({torch.get_num_threads()} threads)
+- Steps: {args.max_steps}, batch {args.batch_size}{" per process" if parallel else ""}, Adam lr {args.lr}, T = {args.num_timesteps}, Laplacian: {args.laplacian}
+- {supervision}{parallel}
+- Time: {seconds / 60:.1f} min on {args.device} ({torch.get_num_threads()} threads{" per process" if parallel else ""})
 - Final loss terms (mean of the last 50 steps): {terms}
 - Auxiliary classifier accuracy (mean of the last 50 steps): {final["acc"]:.1%}. It says that the K traversals
   differ from one another, not that any of them changes one thing: several potentials moving the same factor at
@@ -432,10 +455,11 @@ class Progress:
     def __init__(self):
         self.saved: int | None = None
         self.done = False  # the potentials are saved and the checkpoint removed
+        self.processes = 1  # how many fit together: the resume command starts as many
 
 
-def resume_command(argv) -> str:
-    return "python train/fit.py " + " ".join(shlex.quote(a) for a in argv) + ("" if "--resume" in argv else " --resume")
+def resume_command(argv, processes: int = 1) -> str:
+    return launcher(processes) + " " + " ".join(shlex.quote(a) for a in argv) + ("" if "--resume" in argv else " --resume")
 
 
 def interrupted_line(signum: int, args, argv, progress: Progress) -> str:
@@ -446,7 +470,7 @@ def interrupted_line(signum: int, args, argv, progress: Progress) -> str:
     if progress.saved is None and not args.resume:
         return f"interrupted ({name}) before any step was saved: nothing to resume; run the command again to start over"
     held = "is untouched" if progress.saved is None else f"holds step {progress.saved} of {args.max_steps}"
-    return f"interrupted ({name}): {out / CHECKPOINT} {held}; resume with: {resume_command(argv)}"
+    return f"interrupted ({name}): {out / CHECKPOINT} {held}; resume with: {resume_command(argv, progress.processes)}"
 
 
 def non_finite_terms(loss: torch.Tensor, logs: dict) -> str:
@@ -457,25 +481,129 @@ def non_finite_terms(loss: torch.Tensor, logs: dict) -> str:
     return ", ".join(bad)
 
 
+# Process r's seeds are offset by r·2^20 steps. torch's CPU generator keeps only the low 32 bits of a seed (2^32
+# would give every process the same latents), so within a run no two (step, process) pairs share a seed as long as
+# --max-steps <= 2^20 and there are at most 2^12 processes.
+RANK_SEED_STRIDE = 2**20
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of the latents, k and t of `step` on process `rank`. Derived from (seed, step) alone, a resumed run
+    draws what the uninterrupted one would have; process 0 (a single process) keeps the stream fit.py has always
+    drawn, seed·1_000_003 + step."""
+    return seed * 1_000_003 + step + rank * RANK_SEED_STRIDE
+
+
+def matching_seed(seed: int, step: int, rank: int = 0) -> tuple[int, ...]:
+    """The seed of the L_z factor sequences of `step` on process `rank` (process 0: the single-process seed)."""
+    return (seed, step) if rank == 0 else (seed, step, rank)
+
+
+class Processes:
+    """The processes fitting together: one for a plain `python train/fit.py`, or those `accelerate launch` started
+    (WORLD_SIZE > 1 in the environment), each with its own share of the batch (data parallel).
+
+    Gradients are averaged by hand (`exchange`), not by wrapping the potentials and the classifier in
+    DistributedDataParallel (`accelerator.prepare`): DDP syncs only gradients of a forward() called through its
+    wrapper, while training_step drives the flow through potential() and velocity() and the classifier separately,
+    and DDP's all-reduce runs inside backward(), so a process that skips backward() on a non-finite loss would leave
+    the others waiting in it for ever. Here backward() is local; then one all-reduce carries every process's stop
+    flags and loss terms, so all stop at the same step or none does, and (none stopping) a second one averages the
+    gradients, so all take the same update. The mean of the processes' gradients is the gradient of the loss
+    averaged over all their latents, since every term is a mean over an equal batch. The classifier's BatchNorm
+    running statistics, which each process updates from its own batch, are averaged in that second all-reduce (for
+    the running mean, exactly the statistic of the whole batch), or the processes' states would drift apart."""
+
+    def __init__(self, accelerator=None):
+        self.accelerator = accelerator
+        self.rank = accelerator.process_index if accelerator is not None else 0
+        self.size = accelerator.num_processes if accelerator is not None else 1
+        self.is_main = self.rank == 0
+
+    def wait(self) -> None:
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+
+    def main_first(self):
+        """A block process 0 runs first (the Hub download of the generator, once), then the others."""
+        return self.accelerator.main_process_first() if self.accelerator is not None else contextlib.nullcontext()
+
+    def exchange(self, params, buffers, problem: str, logs: dict, pending: int | None) -> tuple[bool, dict, int | None]:
+        """Returns (whether any process saw a non-finite term, the loss terms averaged over the processes, the
+        signal any process has pending); unless one saw a non-finite term, averages the gradients of `params` and
+        the tensors `buffers` over the processes, in place."""
+        flags = [float(bool(problem)), float(pending == signal.SIGINT), float(pending == signal.SIGTERM)]
+        device = params[0].device
+        stats = self.accelerator.reduce(torch.tensor([*flags, *logs.values()], dtype=torch.float64, device=device), "sum")
+        anywhere, sigint, sigterm = stats[:3].tolist()
+        terms = {k: v / self.size for k, v in zip(logs, stats[3:].tolist())}
+        signum = signal.SIGINT if sigint else signal.SIGTERM if sigterm else None
+        if not anywhere:
+            # A parameter without a gradient gets the mean too (zero here), in case another process gave it one.
+            grads = [q.grad if q.grad is not None else torch.zeros_like(q) for q in params]
+            tensors = [*grads, *buffers]
+            mean = self.accelerator.reduce(torch.cat([t.reshape(-1) for t in tensors]), "mean")
+            for q, g in zip(params, mean[:sum(g.numel() for g in grads)].split([g.numel() for g in grads])):
+                q.grad = g.view_as(q).clone()
+            for b, m in zip(buffers, mean[sum(g.numel() for g in grads):].split([b.numel() for b in buffers])):
+                b.copy_(m.view_as(b))
+        return anywhere > 0, terms, signum
+
+
+def start_processes(args) -> Processes:
+    """One process, or (launched with WORLD_SIZE > 1) the process group of accelerate, which moves --device to
+    this process's GPU (or keeps the CPU: --device cpu, or no GPU; gloo then)."""
+    raw = os.environ.get("WORLD_SIZE", "1")
+    try:
+        world = int(raw)
+    except ValueError:
+        raise SystemExit(f"error: WORLD_SIZE={raw!r} in the environment is not a number of processes") from None
+    if world <= 1:
+        return Processes()
+    if args.max_steps > RANK_SEED_STRIDE or world > 2**32 // RANK_SEED_STRIDE:
+        raise SystemExit(f"error: {world} processes and --max-steps {args.max_steps}: data parallel runs give each "
+                         f"process distinct seeds for up to {RANK_SEED_STRIDE} steps and {2**32 // RANK_SEED_STRIDE} "
+                         "processes")
+    try:
+        from accelerate import Accelerator  # only here: a single process does not need it
+    except ImportError:
+        raise SystemExit(f"error: launched as {world} processes (WORLD_SIZE={world}), which needs accelerate: "
+                         "pip install accelerate==1.15.0") from None
+    accelerator = Accelerator(cpu=args.device == "cpu" or not torch.cuda.is_available())
+    args.device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
+    return Processes(accelerator)
+
+
+def launcher(size: int) -> str:
+    """How to start `size` processes of fit.py (on one machine; several machines add their --num_machines etc.)."""
+    return "python train/fit.py" if size == 1 else f"accelerate launch --multi_gpu --num_processes {size} train/fit.py"
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
+    args = parse_args(argv)  # before the process group forms: no process has written anything yet
+    procs = start_processes(args)
     progress = Progress()
+    progress.processes = procs.size
     with Signals() as signals:
         try:
-            return fit(args, argv, signals, progress)
+            return fit(args, argv, signals, progress, procs)
         except Interrupted as e:
-            print(interrupted_line(e.signum, args, argv, progress), file=sys.stderr)
+            if procs.is_main:
+                print(interrupted_line(e.signum, args, argv, progress), file=sys.stderr)
             return 128 + e.signum  # the shell's code for a process ended by that signal
 
 
-def fit(args, argv, signals: Signals, progress: Progress) -> int:
+def fit(args, argv, signals: Signals, progress: Progress, procs: Processes | None = None) -> int:
+    procs = procs or Processes()
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if procs.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     try:
-        source = resolve_source(args.generator)
-        generator = load_generator(source, revision=args.revision, token=args.token).to(args.device)
-        pin = generator_pin(source, args.revision, args.token)
+        with procs.main_first():
+            source = resolve_source(args.generator)
+            generator = load_generator(source, revision=args.revision, token=args.token).to(args.device)
+            pin = generator_pin(source, args.revision, args.token)
     except (CheckpointError, ValueError, OSError) as e:
         raise SystemExit(f"error: cannot load --generator {args.generator}: {e}") from None
     x = generator.decode(generator.sample_latent(1, seed=0))
@@ -490,42 +618,56 @@ def fit(args, argv, signals: Signals, progress: Progress) -> int:
     except ValueError as e:  # e.g. SeFa on a generator without a linear first layer, more axes than latent dims
         raise SystemExit(f"error: --method {args.method}: {e}") from None
     if args.method in TRAINED and not flow.pde_terms and (args.w_initial or args.w_pde):
-        print(f"note: --method {args.method} is trained without the PDE terms: --w-initial and --w-pde set to 0",
-              file=sys.stderr)
+        if procs.is_main:
+            print(f"note: --method {args.method} is trained without the PDE terms: --w-initial and --w-pde set to 0",
+                  file=sys.stderr)
         args.w_initial = args.w_pde = 0.0
     classifier = PairClassifier(args.num_potentials, channels=x.shape[1], image_size=max(x.shape[2:])).to(args.device)
     params = [*flow.parameters(), *classifier.parameters()]
+    # The classifier's BatchNorm statistics (and batch counts), which every forward in training mode updates.
+    buffers = [*flow.buffers(), *classifier.buffers()]
     optimizer = torch.optim.Adam(params, lr=args.lr)
     losses = LossConfig(args.w_initial, args.w_pde, args.w_jacobian, args.w_classifier, args.jacobian_saturation,
                         args.laplacian, args.num_probes, args.w_diversity)
     checkpoint = out / CHECKPOINT
     # The card's numbers cover the whole run: a resumed run continues the last 50 steps' logs and the time spent.
-    start, history, seconds_before = 0, [], 0.0
-    if args.resume:
-        start, history, seconds_before = load_checkpoint(checkpoint, flow, classifier, optimizer, args)
+    start, history, seconds_before, processes = 0, [], 0.0, [[0, procs.size]]
+    if args.resume:  # every process loads the same checkpoint: they start from the same state
+        start, history, seconds_before, processes = load_checkpoint(checkpoint, flow, classifier, optimizer, args)
         progress.saved = start
-        print(f"resuming from step {start} of {args.max_steps} ({checkpoint})", file=sys.stderr)
+        if procs.is_main:
+            print(f"resuming from step {start} of {args.max_steps} ({checkpoint})", file=sys.stderr)
+        if processes[-1][1] != procs.size:
+            processes = [*processes, [start, procs.size]]
+            if procs.is_main:
+                print(f"note: the checkpoint was written by {processes[-2][1]} process(es), this run has {procs.size}: "
+                      f"from step {start} on it draws other latents than the first run would have", file=sys.stderr)
 
     supervised = len(FACTOR_NAMES) if args.supervision == "dsprites" else 0  # potentials 0-4, one per factor
     end = args.max_steps if args.method in TRAINED else 0
     began = time.time()
 
     def checkpoint_at(done: int) -> None:
-        save_checkpoint(checkpoint, done, flow, classifier, optimizer, args, history, seconds_before + time.time() - began)
+        if procs.is_main:  # the others hold the same state; they wait for this write in the next all-reduce or wait()
+            save_checkpoint(checkpoint, done, flow, classifier, optimizer, args, history,
+                            seconds_before + time.time() - began, processes)
         progress.saved = done
 
-    bar = tqdm(range(start, end), initial=start, total=args.max_steps, disable=args.no_progress,
+    bar = tqdm(range(start, end), initial=start, total=args.max_steps, disable=args.no_progress or not procs.is_main,
                desc="fit", dynamic_ncols=True)
     signals.deferred(True)
     try:
         for step in bar:
-            # Seeds derived from (seed, step) make a resumed run draw exactly what the uninterrupted one would have.
-            step_seed = args.seed * 1_000_003 + step
-            z0 = generator.sample_latent(args.batch_size, seed=step_seed)
-            rng = torch.Generator().manual_seed(step_seed)
+            # Seeds derived from (seed, step) make a resumed run draw exactly what the uninterrupted one would have;
+            # the process index gives each process its own latents (a single process is process 0).
+            seed = step_seed(args.seed, step, procs.rank)
+            z0 = generator.sample_latent(args.batch_size, seed=seed)
+            rng = torch.Generator().manual_seed(seed)
+            buffers_before = [b.clone() for b in buffers]
             loss, logs = training_step(flow, classifier, generator, z0, losses, rng, supervised)
             if supervised:
-                loss_z = dsprites_matching_loss(flow, generator, args.matching_sequences, (args.seed, step))
+                loss_z = dsprites_matching_loss(flow, generator, args.matching_sequences,
+                                                matching_seed(args.seed, step, procs.rank))
                 loss = loss + args.w_matching * loss_z
                 logs = {**logs, "loss": loss.item(), "L_z": loss_z.item()}
             optimizer.zero_grad(set_to_none=True)
@@ -535,31 +677,51 @@ def fit(args, argv, signals: Signals, progress: Progress) -> int:
                 grads = [q.grad for q in params if q.grad is not None]
                 if grads and not torch.stack([torch.isfinite(g).all() for g in grads]).all():
                     problem = "the gradient, though every term is finite: " + ", ".join(f"{k} = {v:.4g}" for k, v in logs.items())
-            if problem:
-                # Nothing of this step has touched the weights: keep them, so that no step already done is lost.
+            stop_anywhere, agreed_signal = bool(problem), None
+            if procs.size > 1:  # from here on every process decides alike: on the terms and flags of all of them
+                stop_anywhere, logs, agreed_signal = procs.exchange(
+                    params, [b for b in buffers if b.is_floating_point()], problem, logs, signals.pending)
+            if stop_anywhere:
+                # Nothing of this step has touched the weights, and its forward's statistics (perhaps NaN) are
+                # undone: keep that state, so that no step already done is lost.
+                for b, before in zip(buffers, buffers_before):
+                    b.copy_(before)
                 bar.close()
                 if step > (progress.saved or 0):
                     checkpoint_at(step)
+                procs.wait()  # the checkpoint is on disk before any process says so or exits
                 kept = (f"{checkpoint} holds the last good state (step {progress.saved})" if progress.saved is not None
                         else "no step had completed, nothing saved")
-                print(f"error: not finite at step {step}: {problem}; stopped before the update, {kept}; "
-                      "no potentials written", file=sys.stderr)
+                where = f" (process {procs.rank} of {procs.size})" if procs.size > 1 else ""
+                if problem:  # the processes that saw it name their terms; the others stop quietly
+                    print(f"error: not finite at step {step}{where}: {problem}; stopped before the update, {kept}; "
+                          "no potentials written", file=sys.stderr)
                 return 1
             optimizer.step()
             history = (history + [logs])[-50:]
             if step % 10 == 0 or step == args.max_steps - 1:
                 bar.set_postfix({k: f"{sum(h[k] for h in history) / len(history):.3g}" for k in logs})
-            if signals.pending is not None or (step + 1) % args.checkpoint_every == 0 or step + 1 == end:
+            # One process reads its own flag as late as it can; several use the one they all received, or a
+            # signal reaching one process between the all-reduce and here would let it stop a step before the others.
+            pending = signals.pending if procs.size == 1 else agreed_signal
+            if pending is not None or (step + 1) % args.checkpoint_every == 0 or step + 1 == end:
                 # The last step's too: a signal or a kill during the report then costs no training.
                 checkpoint_at(step + 1)
-            if signals.pending is not None:
+            if pending is not None:
                 bar.close()
-                raise Interrupted(signals.pending)
+                procs.wait()  # as above: process 0's checkpoint first
+                raise Interrupted(pending)
     finally:
         signals.deferred(False)
         bar.close()
     seconds = seconds_before + time.time() - began
     final = {k: sum(h[k] for h in history) / len(history) for k in history[0]} if history else {}
+    if not procs.is_main:
+        # Process 0 alone reports, saves, writes the card and pushes; the others hold the same weights. Waiting
+        # until DIR is complete (not through the push, which may outlast the process group's timeout) means the
+        # launch ends only with DIR written.
+        procs.wait()
+        return 0
 
     report = prior_report = None
     if args.factor_regressor:
@@ -580,11 +742,12 @@ def fit(args, argv, signals: Signals, progress: Progress) -> int:
     print(f"along the paths from {starts}:\n" + format_diagnostics(rows))
 
     flow.cpu().save_pretrained(out)
-    write_card(args, flow, final, seconds, report, argv, prior_report, (starts, rows))
+    write_card(args, flow, final, seconds, report, argv, prior_report, (starts, rows), processes)
     checkpoint.unlink(missing_ok=True)  # the run is complete; DIR now holds only the published files
     checkpoint.with_suffix(".tmp").unlink(missing_ok=True)  # left by a run killed while writing a checkpoint
     progress.done = True
     print(f"saved {flow.num_potentials} potentials to {out}" + (f" (classifier accuracy {final['acc']:.1%})" if final else ""))
+    procs.wait()
 
     if args.push_to_hub:
         if flow.config["generator_revision"] is None:
