@@ -313,7 +313,10 @@ def write_card(args, flow, final: dict, seconds: float, report: dict | None, arg
                        "`pdetraversal.data.dsprites_moves`); "
                        "any further potentials learned without labels.")
     else:
-        supervision = "Supervision: none; every potential learned without labels (L = L_u + L_f + L_J + L_k)."
+        weighted = [name for name, w in (("L_u", args.w_initial), ("L_f", args.w_pde), ("L_J", args.w_jacobian),
+                                         ("L_k", args.w_classifier), ("L_div", args.w_diversity)) if w]
+        supervision = (f"Supervision: none; every potential learned without labels (L = {' + '.join(weighted) or '0'}; "
+                       "the terms with weight 0 are still measured below).")
     if is_hub:
         generator_link = f"[`{args.generator}`](https://huggingface.co/{args.generator})"
     else:
