@@ -229,6 +229,16 @@ def test_factor_gap_scores_one_clean_traversal_per_factor_and_punishes_repeats()
     assert factor_gap([]) == 0.0
 
 
+def test_shipped_labels_name_what_a_small_sample_of_traversals_moves(regressor):
+    # The fast check of the card: on 32 encoded starts each potential's main change is its label's first factor.
+    from hub_models import load_flow_and_generator
+
+    flow, generator = load_flow_and_generator(str(ROOT / "hub_models" / "dsprites-vae-potentials"))
+    report = factor_report(flow, generator, regressor, starts="encoded", num_samples=32)
+    assert [r["dominant"] for r in report["potentials"]] == [label.split(" ")[0] for label in flow.config["labels"]]
+
+
+@pytest.mark.slow
 def test_shipped_potentials_match_their_card(regressor):
     # The labels and the verdict in the shipped card come from this report: recompute it with the card's settings.
     from hub_models import load_flow_and_generator
