@@ -30,6 +30,9 @@ value, also one that would break gradio's own conversion (a seed "abc", NaN), ge
 request is logged as one warning line on the logger "pdetraversal.app", without a traceback. The page's Run checks the
 controls once (a private step) and only then renders strip and overview side by side, so a bad click shows one
 message; a page opens already rendered for its opening controls (computed once per set of controls).
+
+Answers are cached (`OutputCache`, per ModelCache): the same potentials and controls give the same pictures, so a
+repeated request is served without rendering; bench/load.py measures the Space under concurrent users.
 """
 from __future__ import annotations
 
@@ -57,6 +60,7 @@ import gradio as gr
 import torch
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.utils import HFValidationError, validate_repo_id
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image, ImageDraw
 
 from hub_models import load_flow_and_generator, resolve_source
@@ -74,6 +78,16 @@ DEFAULT_POTENTIALS = os.environ.get("PDETRAVERSAL_POTENTIALS", SHIPPED_POTENTIAL
 MAX_HUB_DOWNLOAD_MB = 200  # refuse user-typed Hub repos whose weights + config exceed this (the Space's disk/RAM)
 MAX_STEPS, MAX_STEP_SIZE, MAX_SEED = 50, 5.0, 2**31 - 1
 CACHE_SIZE = 4  # (potentials, generator) pairs kept in memory
+# Rendered answers kept per (endpoint, potentials, seed, k, steps, step size, start): a /traverse answer is ~2 MB of
+# pixels, so 64 of them stay near 130 MB. A hit skips the traversal and every figure (bench/load.py --pool).
+OUTPUT_CACHE_SIZE = 64
+# Requests rendered at once (gradio's queue): one per core. More buy nothing: the figures are drawn one at a time
+# (_MATPLOTLIB), and the rest is torch on one thread per request.
+RENDER_CONCURRENCY = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+# matplotlib's font cache is shared and not thread-safe: two figures drawn at once failed with "FT_Load_Glyph ...
+# invalid outline" (and could take the process down) under bench/load.py. Figures are drawn one at a time; being
+# Python-bound they would hold the GIL anyway, so the lock costs little.
+_MATPLOTLIB = threading.Lock()
 DIAGNOSTIC_STARTS = 64  # traversals per potential behind the path diagnostics shown on load
 GIF_DIR = Path(tempfile.mkdtemp(prefix="pdetraversal-gifs-"))
 atexit.register(shutil.rmtree, GIF_DIR, ignore_errors=True)  # one folder per process: gone when the process ends
@@ -138,6 +152,46 @@ def _key(source: str | None, revision: str | None) -> tuple[str, str | None]:
     return (source or "").strip(), (revision or "").strip() or None
 
 
+class OutputCache:
+    """Thread-safe LRU of rendered answers. A key starts with its (source, revision) key, so a fresh load of those
+    potentials drops their answers (`drop`): a Hub repo's default branch may have moved. `hits` / `misses` count
+    lookups (bench/load.py and the tests read them)."""
+
+    def __init__(self, size: int = OUTPUT_CACHE_SIZE):
+        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple, valid=None):
+        """The answer stored under `key`, or None; `valid(answer)` False also counts as a miss and drops it."""
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None and valid is not None and not valid(value):
+                del self._items[key]
+                value = None
+            if value is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def drop(self, source_key: tuple) -> None:
+        with self._lock:
+            for key in [key for key in self._items if key[1] == source_key]:
+                del self._items[key]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
 class ModelCache:
     """LRU of loaded (potentials, generator) pairs keyed by (source, revision). The lock guards only the dict, so a
     slow download never stalls requests for models already loaded (two first requests may both load; harmless).
@@ -153,6 +207,7 @@ class ModelCache:
         # None: the module constants, read at load time (so a monkeypatched constant is seen).
         self._places = {"baselines_dir": baselines_dir, "report_path": report_path, "shipped_dir": shipped_dir}
         self.allow_local, self.also_allowed = allow_local, tuple(also_allowed)
+        self.outputs = OutputCache()  # the handlers' rendered answers for the potentials loaded here
 
     def get(self, source: str | None, revision: str | None = None) -> Loaded:
         key = _key(source, revision)
@@ -171,6 +226,7 @@ class ModelCache:
                 while len(self._failures) > self.size:
                     self._failures.popitem(last=False)
             raise
+        self.outputs.drop(key)  # answers rendered from an earlier load of this key may be stale
         with self._lock:
             self._failures.pop(key, None)
             self._items[key] = loaded
@@ -397,21 +453,75 @@ class Inputs:
     z0: torch.Tensor
 
 
-def _checked(models: ModelCache, seed, k, num_steps, step_size, source, revision, start) -> Inputs:
-    """Every check the renderers make, in one place (the page runs it once before rendering); k=None: no k."""
+def _checked_controls(models: ModelCache, seed, k, num_steps, step_size, source, revision):
+    """The checks before z0, in the page's order: -> (loaded, seed, k, num_steps, step_size); k=None: no k."""
     loaded = models.get(source, revision)
     seed = _integer(seed, "seed", 0, MAX_SEED)
     if k is not None:
         k = _integer(k, "k (potential index)", 0, loaded.flow.num_potentials - 1)
-    num_steps = _integer(num_steps, "number of steps", 1, MAX_STEPS)
-    step_size = _step_size(step_size)
+    return loaded, seed, k, _integer(num_steps, "number of steps", 1, MAX_STEPS), _step_size(step_size)
+
+
+def _checked(models: ModelCache, seed, k, num_steps, step_size, source, revision, start) -> Inputs:
+    """Every check the renderers make, in one place (the page runs it once before rendering); k=None: no k."""
+    loaded, seed, k, num_steps, step_size = _checked_controls(models, seed, k, num_steps, step_size, source, revision)
     return Inputs(loaded, seed, k, num_steps, step_size, _start_latent(loaded.generator, seed, start))
+
+
+def _cached(models: ModelCache, endpoint: str, seed, k, num_steps, step_size, source, revision, start, render,
+            valid=None):
+    """`render(Inputs)`'s answer for these controls, from models.outputs when it was rendered before.
+
+    The key holds the checked values (seed "7" and 7 are one answer) and depends only on the potentials and the
+    controls, since a seed fixes z0. It is looked up before z0 is computed (encoding a training image costs as much
+    as a small traversal); an answer is only ever stored for controls that passed every check, start included."""
+    loaded, seed, k, num_steps, step_size = _checked_controls(models, seed, k, num_steps, step_size, source, revision)
+    key = (endpoint, _key(source, revision), seed, k, num_steps, step_size, start) if isinstance(start, str) else None
+    answer = models.outputs.get(key, valid) if key else None
+    if answer is not None:
+        return answer, True
+    given = Inputs(loaded, seed, k, num_steps, step_size, _start_latent(loaded.generator, seed, start))
+    answer = render(given)
+    if key:
+        models.outputs.put(key, answer)
+    return answer, False
+
+
+def _copies(answer: tuple) -> tuple:
+    """A stored answer as a caller may keep it: its images copied, so no two requests share one."""
+    return tuple(a.copy() if isinstance(a, Image.Image) else a for a in answer)
+
+
+def _draw(figure) -> Image.Image:
+    """Build (`figure()`) and draw a matplotlib figure to an RGB image, under _MATPLOTLIB. Unlike
+    plots.figure_to_image it does not clear the figure afterwards: it is dropped anyway, and clearing a 3-panel
+    figure cost ~30 ms (bench/load.py's profile)."""
+    with _MATPLOTLIB:
+        fig = figure()
+        canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+        canvas.draw()
+        return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
+
+
+def _gif_still_there(answer: tuple) -> bool:
+    """Whether a stored /traverse answer's GIF is still in GIF_DIR; touching it keeps _fresh_gif_path's sweep of
+    old GIFs from removing it before gradio has copied it."""
+    try:
+        os.utime(answer[1])
+        return True
+    except FileNotFoundError:
+        return False
 
 
 # ------------------------------------------------------------------------------------------- handlers
 def traverse(models: ModelCache, seed, k, num_steps, step_size, source, revision, start="prior"):
     """-> (strip image, GIF path, landscape image, trajectory image) for potential k from the seed's z0."""
-    given = _checked(models, seed, k, num_steps, step_size, source, revision, start)
+    answer, _ = _cached(models, "/traverse", seed, k, num_steps, step_size, source, revision, start, _traverse,
+                        valid=_gif_still_there)
+    return _copies(answer)
+
+
+def _traverse(given: Inputs):
     flow, gen = given.loaded.flow, given.loaded.generator
     k, num_steps, step_size, z0 = given.k, given.num_steps, given.step_size, given.z0
     # All K paths from z0 at once (cheap: no decoding) for the trajectory plot; column k is the one shown.
@@ -420,17 +530,19 @@ def traverse(models: ModelCache, seed, k, num_steps, step_size, source, revision
     frames = plots.decode_frames(gen, paths[:, k:k + 1])[:, 0]
     strip = plots.image_strip(frames, min_size=STRIP_MIN_SIZE, highlight=num_steps)
     gif = plots.animated_gif(frames, _fresh_gif_path())
-    landscape = plots.figure_to_image(plots.landscape_figure(
+    landscape = _draw(lambda: plots.landscape_figure(
         flow, paths[:, k], k, plots.landscape_times(num_steps), title=f"{k}: {flow.label(k)}"))
-    trajectory = plots.figure_to_image(plots.trajectory_figure(
+    trajectory = _draw(lambda: plots.trajectory_figure(
         paths, [flow.label(i) for i in range(num_potentials)], highlight=k, origin_index=num_steps))
     return strip, str(gif), landscape, trajectory
 
 
 def overview(models: ModelCache, seed, num_steps, step_size, source, revision, start="prior"):
     """-> one image, a row per potential k, all from the seed's z0."""
-    given = _checked(models, seed, None, num_steps, step_size, source, revision, start)
-    return plots.overview(given.loaded.flow, given.loaded.generator, given.z0, given.num_steps, given.step_size)
+    answer, _ = _cached(models, "/overview", seed, None, num_steps, step_size, source, revision, start,
+                        lambda given: (plots.overview(given.loaded.flow, given.loaded.generator, given.z0,
+                                                      given.num_steps, given.step_size),))
+    return _copies(answer)[0]
 
 
 def _cell(text) -> str:
@@ -449,7 +561,11 @@ def _placeholder_strip(size: tuple[int, int], text: str) -> Image.Image:
 def compare(models: ModelCache, seed, k, num_steps, step_size, source, revision, start="prior"):
     """-> (strips image, path-shape image, Markdown table): the seed's z0 and the k-th traversal under every method
     of the loaded generator (Loaded.methods), one strip row and one path-shape column per method."""
-    given = _checked(models, seed, k, num_steps, step_size, source, revision, start)
+    answer, _ = _cached(models, "/compare", seed, k, num_steps, step_size, source, revision, start, _compare)
+    return _copies(answer)
+
+
+def _compare(given: Inputs):
     loaded, gen = given.loaded, given.loaded.generator
     k, num_steps, step_size, z0 = given.k, given.num_steps, given.step_size, given.z0
 
@@ -477,7 +593,7 @@ def compare(models: ModelCache, seed, k, num_steps, step_size, source, revision,
     names = [m.name for m in loaded.methods]
     strip_image = plots.grid(rows, names)
     titles = [n if s is None else f"{n}\nstraightness (+ half) {s['straightness']:.3f}" for n, s in zip(names, shapes)]
-    shape_image = plots.figure_to_image(plots.path_shape_figure(paths, titles, origin_index=num_steps, notes=notes))
+    shape_image = _draw(lambda: plots.path_shape_figure(paths, titles, origin_index=num_steps, notes=notes))
     return strip_image, shape_image, _public(_compare_table(loaded, k, num_steps, steps, shapes, notes))
 
 
@@ -661,14 +777,14 @@ def build_demo(default_potentials: str | None = None, baselines_dir: str | Path 
                               api_visibility="public" if api_name else "private", **raw)
             loading.success(after_load_fn, [source, revision], [k, start], api_visibility="private")
             loading.failure(load_failed_fn, [source, revision], [info], api_visibility="private")
-        # Both renderers share one concurrency slot pair so a click never runs more than two jobs at once.
+        # All renderers share one group of RENDER_CONCURRENCY slots (one per core), whichever event asks.
         checked = run_btn.click(check_fn, controls, None, concurrency_limit=None, api_visibility="private", **raw)
         checked.success(traverse_fn, controls, pictures, api_name="traverse", concurrency_id="render", **raw)
         checked.success(overview_fn, [seed, num_steps, step_size, source, revision, start], [overview_img],
                         api_name="overview", concurrency_id="render", **raw)
         compare_btn.click(compare_fn, controls, [compare_strips, compare_shape, compare_table], api_name="compare",
                           concurrency_id="render", **raw)
-    demo.queue(default_concurrency_limit=2, max_size=16)
+    demo.queue(default_concurrency_limit=RENDER_CONCURRENCY, max_size=16)
     return demo
 
 
