@@ -5,6 +5,7 @@ toolbar sits on the strip or the overview, a bad click gives one message, and a 
 
 Never downloads a browser: it uses /usr/bin/chromium, and fails (not skips) when that is missing.
 """
+import contextlib
 import io
 import os
 
@@ -48,6 +49,19 @@ def displayed_frame_width(page, selector: str, frames: int, tile: int, gap: int 
     return shown * tile / natural
 
 
+@contextlib.contextmanager
+def chromium_page(width: int = 1400, height: int = 1800):
+    """A page of Debian's headless chromium, driven by Playwright (no browser is ever downloaded)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (never download a browser)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     folder = make_potentials(tmp_path_factory.mktemp("browser"), 3)
@@ -61,148 +75,120 @@ def served(tmp_path_factory):
 
 def test_pick_k_run_and_see_every_picture(served, tmp_path):
     url, folder = served
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (never download a browser)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(url)
-            run = page.get_by_role("button", name="Run")
-            run.wait_for(timeout=60_000)
-            # The page opens rendered for its opening controls (seed 0, k 0, the potentials' 10 steps, step 1).
-            opened = {}
-            for element in ("strip", "gif", "landscape", "trajectory", "overview"):
-                page.wait_for_function(LOADED, arg=f"#{element} img", timeout=60_000)
-                opened[element] = page.eval_on_selector(f"#{element} img", "i => i.src")
-            shown = Image.open(io.BytesIO(page.request.get(opened["strip"]).body()))
-            expected = app.traverse(app.ModelCache(allow_local=True), 0, 0, 10, 1.0, folder, "")[0]
-            assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(expected))
-            tile = 8 * plots.upscale_factor(8, 8, app.STRIP_MIN_SIZE)
-            assert tile == 64
-            # Frames at no less than their pixel size: the 21-frame strip is wider than the column and scrolls.
-            assert displayed_frame_width(page, "#strip img", 21, tile) >= 64
-            column = page.eval_on_selector("#strip", "e => e.getBoundingClientRect().width")
-            assert column < 21 * tile + 20 * 4
-            assert page.eval_on_selector("#strip .image-container", "e => e.scrollWidth > e.clientWidth")
-            # No toolbar on the strip's last frame or the overview's top-right cell.
-            page.eval_on_selector("#strip .image-container", "e => { e.scrollLeft = e.scrollWidth }")
-            page.hover("#strip img")
-            assert visible_buttons_over(page, "#strip img") == []
-            page.hover("#overview img")
-            assert visible_buttons_over(page, "#overview img") == []
+    with chromium_page() as page:
+        page.goto(url)
+        run = page.get_by_role("button", name="Run")
+        run.wait_for(timeout=60_000)
+        # The page opens rendered for its opening controls (seed 0, k 0, the potentials' 10 steps, step 1).
+        opened = {}
+        for element in ("strip", "gif", "landscape", "trajectory", "overview"):
+            page.wait_for_function(LOADED, arg=f"#{element} img", timeout=60_000)
+            opened[element] = page.eval_on_selector(f"#{element} img", "i => i.src")
+        shown = Image.open(io.BytesIO(page.request.get(opened["strip"]).body()))
+        expected = app.traverse(app.ModelCache(allow_local=True), 0, 0, 10, 1.0, folder, "")[0]
+        assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(expected))
+        tile = 8 * plots.upscale_factor(8, 8, app.STRIP_MIN_SIZE)
+        assert tile == 64
+        # Frames at no less than their pixel size: the 21-frame strip is wider than the column and scrolls.
+        assert displayed_frame_width(page, "#strip img", 21, tile) >= 64
+        column = page.eval_on_selector("#strip", "e => e.getBoundingClientRect().width")
+        assert column < 21 * tile + 20 * 4
+        assert page.eval_on_selector("#strip .image-container", "e => e.scrollWidth > e.clientWidth")
+        # No toolbar on the strip's last frame or the overview's top-right cell.
+        page.eval_on_selector("#strip .image-container", "e => { e.scrollLeft = e.scrollWidth }")
+        page.hover("#strip img")
+        assert visible_buttons_over(page, "#strip img") == []
+        page.hover("#overview img")
+        assert visible_buttons_over(page, "#overview img") == []
 
-            k = page.get_by_label("Potential k")
-            k.click()
-            page.get_by_role("option", name="2: factor 2").click()
-            assert k.input_value() == "2: factor 2"
-            steps = page.get_by_label("number input for Steps each way")  # the slider's number box
-            steps.fill("3")
-            steps.press("Tab")
-            run.click()
+        k = page.get_by_label("Potential k")
+        k.click()
+        page.get_by_role("option", name="2: factor 2").click()
+        assert k.input_value() == "2: factor 2"
+        steps = page.get_by_label("number input for Steps each way")  # the slider's number box
+        steps.fill("3")
+        steps.press("Tab")
+        run.click()
 
-            for element in ("strip", "gif", "landscape", "trajectory", "overview"):
-                page.wait_for_function(REPLACED, arg=[f"#{element} img", opened[element]], timeout=60_000)
-            size = lambda sel: page.eval_on_selector(sel, "i => [i.naturalWidth, i.naturalHeight, i.src]")  # noqa: E731
-            width, height, src = size("#strip img")
-            assert (width, height) == (7 * tile + 6 * 4, tile)  # 2·3 + 1 frames: the steps box was used
-            assert displayed_frame_width(page, "#strip img", 7, tile) >= 64
-            # The page shows exactly what the handler computes for k = 2, 3 steps, seed 0, step size 1.
-            shown = Image.open(io.BytesIO(page.request.get(src).body()))
-            expected = app.traverse(app.ModelCache(allow_local=True), 0, 2, 3, 1.0, folder, "")[0]
-            assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(expected))
-            assert size("#gif img")[2].endswith(".gif")
-            assert size("#landscape img")[0] > 300 and size("#trajectory img")[0] > 300
-            assert size("#overview img")[1] == 3 * 64 + 2 * 4  # K = 3 rows
-            assert page.get_by_text("Error").count() == 0
-            page.screenshot(path=tmp_path / "space.png", full_page=True)  # look at it when the layout changes
-            assert (tmp_path / "space.png").stat().st_size > 10_000
-        finally:
-            browser.close()
+        for element in ("strip", "gif", "landscape", "trajectory", "overview"):
+            page.wait_for_function(REPLACED, arg=[f"#{element} img", opened[element]], timeout=60_000)
+        size = lambda sel: page.eval_on_selector(sel, "i => [i.naturalWidth, i.naturalHeight, i.src]")  # noqa: E731
+        width, height, src = size("#strip img")
+        assert (width, height) == (7 * tile + 6 * 4, tile)  # 2·3 + 1 frames: the steps box was used
+        assert displayed_frame_width(page, "#strip img", 7, tile) >= 64
+        # The page shows exactly what the handler computes for k = 2, 3 steps, seed 0, step size 1.
+        shown = Image.open(io.BytesIO(page.request.get(src).body()))
+        expected = app.traverse(app.ModelCache(allow_local=True), 0, 2, 3, 1.0, folder, "")[0]
+        assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(expected))
+        assert size("#gif img")[2].endswith(".gif")
+        assert size("#landscape img")[0] > 300 and size("#trajectory img")[0] > 300
+        assert size("#overview img")[1] == 3 * 64 + 2 * 4  # K = 3 rows
+        assert page.get_by_text("Error").count() == 0
+        page.screenshot(path=tmp_path / "space.png", full_page=True)  # look at it when the layout changes
+        assert (tmp_path / "space.png").stat().st_size > 10_000
 
 
 def test_compare_methods_shows_strips_shapes_and_table(served):
     url, folder = served
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (never download a browser)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(url)
-            compare = page.get_by_role("button", name="Compare", exact=True)
-            compare.wait_for(timeout=60_000)
-            compare.click()
-            for element in ("compare-strips", "compare-shape"):
-                page.wait_for_function(LOADED, arg=f"#{element} img", timeout=60_000)
-            table = page.locator("#compare-table table")
-            table.wait_for(timeout=60_000)
-            expect(table).to_contain_text("axes")
-            expect(table).to_contain_text("potentials (loaded)")
-            width, height = page.eval_on_selector("#compare-strips img", "i => [i.naturalWidth, i.naturalHeight]")
-            tile = 8 * plots.upscale_factor(8, 8, app.STRIP_MIN_SIZE)
-            # The fixture's generator has no shipped baselines: the potentials and the floors sefa, axes, random.
-            assert height == 4 * tile + 3 * 4 and width > (2 * 10 + 1) * tile
-            assert page.eval_on_selector("#compare-shape img", "i => i.naturalWidth") > 300
-            assert page.get_by_text("Error").count() == 0
-        finally:
-            browser.close()
+    with chromium_page() as page:
+        page.goto(url)
+        compare = page.get_by_role("button", name="Compare", exact=True)
+        compare.wait_for(timeout=60_000)
+        compare.click()
+        for element in ("compare-strips", "compare-shape"):
+            page.wait_for_function(LOADED, arg=f"#{element} img", timeout=60_000)
+        table = page.locator("#compare-table table")
+        table.wait_for(timeout=60_000)
+        expect(table).to_contain_text("axes")
+        expect(table).to_contain_text("potentials (loaded)")
+        width, height = page.eval_on_selector("#compare-strips img", "i => [i.naturalWidth, i.naturalHeight]")
+        tile = 8 * plots.upscale_factor(8, 8, app.STRIP_MIN_SIZE)
+        # The fixture's generator has no shipped baselines: the potentials and the floors sefa, axes, random.
+        assert height == 4 * tile + 3 * 4 and width > (2 * 10 + 1) * tile
+        assert page.eval_on_selector("#compare-shape img", "i => i.naturalWidth") > 300
+        assert page.get_by_text("Error").count() == 0
 
 
 def test_a_bad_click_gives_one_message_and_a_failed_load_clears_the_info(served):
     url, folder = served
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (never download a browser)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(url)
-            page.wait_for_function(LOADED, arg="#strip img", timeout=60_000)
-            expect(page.locator("#info")).to_contain_text("K = 3 potentials")
-            source = page.get_by_label("Potentials: Hub repo id or folder")
-            source.fill("/no/such/folder")
-            page.get_by_role("button", name="Run").click()
-            messages = page.locator('[data-testid="toast-text"]')
-            expect(messages.first).to_contain_text("is neither an existing folder nor a valid Hub repo id",
-                                                   timeout=60_000)
-            page.wait_for_timeout(2_000)  # time for a second message, were one coming
-            assert messages.count() == 1  # Run checks once; strip and overview are not even started
-            page.locator('[data-testid="toast-close"]').first.click()
-            expect(messages).to_have_count(0)
+    with chromium_page() as page:
+        page.goto(url)
+        page.wait_for_function(LOADED, arg="#strip img", timeout=60_000)
+        expect(page.locator("#info")).to_contain_text("K = 3 potentials")
+        source = page.get_by_label("Potentials: Hub repo id or folder")
+        source.fill("/no/such/folder")
+        page.get_by_role("button", name="Run").click()
+        messages = page.locator('[data-testid="toast-text"]')
+        expect(messages.first).to_contain_text("is neither an existing folder nor a valid Hub repo id",
+                                               timeout=60_000)
+        page.wait_for_timeout(2_000)  # time for a second message, were one coming
+        assert messages.count() == 1  # Run checks once; strip and overview are not even started
+        page.locator('[data-testid="toast-close"]').first.click()
+        expect(messages).to_have_count(0)
 
-            page.get_by_role("button", name="Load", exact=True).click()
-            info = page.locator("#info")
-            expect(info).to_contain_text("Not loaded: Could not load potentials from '/no/such/folder': "
-                                         "'/no/such/folder' is neither an existing folder nor a valid Hub repo id",
-                                         timeout=60_000)
-            expect(info).not_to_contain_text("K = 3 potentials")  # the previous model's line is gone
-        finally:
-            browser.close()
+        page.get_by_role("button", name="Load", exact=True).click()
+        info = page.locator("#info")
+        expect(info).to_contain_text("Not loaded: Could not load potentials from '/no/such/folder': "
+                                     "'/no/such/folder' is neither an existing folder nor a valid Hub repo id",
+                                     timeout=60_000)
+        expect(info).not_to_contain_text("K = 3 potentials")  # the previous model's line is gone
 
 
 def test_shipped_default_page_starts_from_an_encoded_sprite(tmp_path):
     # The API's default start is the prior; the page itself switches to encoded sprites when the generator can.
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (never download a browser)")
     demo = app.build_demo(app.SHIPPED_POTENTIALS, allow_local_paths=False)  # as the Space serves it
     app.launch(demo.queue(), server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1800})
-                page.goto(demo.local_url)
-                expect(page.get_by_label("a training image, encoded")).to_be_checked(timeout=60_000)
-                # Opened rendered, without a click, from the encoded sprite.
-                page.wait_for_function(LOADED, arg="#strip img", timeout=60_000)
-                src = page.eval_on_selector("#strip img", "i => i.src")
-                shown = Image.open(io.BytesIO(page.request.get(src).body()))
-                expected = app.traverse(app.ModelCache(), 0, 0, 10, 1.0, app.SHIPPED_POTENTIALS, "", "data")[0]
-                assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(expected))
-                # dSprites' 64-px frames are shown at 64 CSS px, not shrunk to the column (about 56 px before).
-                assert displayed_frame_width(page, "#strip img", 21, 64) >= 64
-            finally:
-                browser.close()
+        with chromium_page() as page:
+            page.goto(demo.local_url)
+            expect(page.get_by_label("a training image, encoded")).to_be_checked(timeout=60_000)
+            # Opened rendered, without a click, from the encoded sprite.
+            page.wait_for_function(LOADED, arg="#strip img", timeout=60_000)
+            src = page.eval_on_selector("#strip img", "i => i.src")
+            shown = Image.open(io.BytesIO(page.request.get(src).body()))
+            expected = app.traverse(app.ModelCache(), 0, 0, 10, 1.0, app.SHIPPED_POTENTIALS, "", "data")[0]
+            assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(expected))
+            # dSprites' 64-px frames are shown at 64 CSS px, not shrunk to the column (about 56 px before).
+            assert displayed_frame_width(page, "#strip img", 21, 64) >= 64
     finally:
         demo.close()
