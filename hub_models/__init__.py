@@ -4,13 +4,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pdetraversal.hub import CheckpointError, check_download_size, read_config
+from pdetraversal.hub import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, check_download_size, read_config, resolve_file
 
 from .base import REGISTRY, Generator
 from .mlp import MLPGenerator
 from .dsprites_vae import DSpritesVAE
 from .mnist_vae import MNISTVAE
 from .swirl import SwirlVAE
+from .ddim import MODEL_INDEX, PIPELINE_FILES, DDIMGenerator
 
 EMBEDDED_DIR = Path(__file__).resolve().parent
 
@@ -26,10 +27,28 @@ def resolve_source(repo_id_or_path: str | os.PathLike) -> str:
     return str(repo_id_or_path)
 
 
+def _is_diffusers_pipeline(source: str, revision: str | None, download_kwargs: dict) -> bool:
+    if os.path.isdir(source):
+        return os.path.isfile(os.path.join(source, MODEL_INDEX))
+    try:
+        resolve_file(source, MODEL_INDEX, revision, **download_kwargs)
+    except CheckpointError:
+        return False
+    return True
+
+
 def load_generator(repo_id_or_path: str | os.PathLike, revision: str | None = None, **download_kwargs) -> Generator:
-    """Load a generator from a Hub repo (at `revision`) or a folder, in eval mode with gradients off."""
+    """Load a generator from a Hub repo (at `revision`) or a folder, in eval mode with gradients off: our layout
+    (config.json naming generator_class), or, where there is no config.json but a model_index.json, a diffusers
+    pipeline as a DDIMGenerator."""
     source = resolve_source(repo_id_or_path)
-    config = read_config(source, revision, **download_kwargs)
+    try:
+        config = read_config(source, revision, **download_kwargs)
+    except CheckpointError:
+        # No config.json of ours: a diffusers pipeline (model_index.json) is a DDIM generator (hub_models/ddim.py).
+        if not _is_diffusers_pipeline(source, revision, download_kwargs):
+            raise
+        return DDIMGenerator.from_pretrained(source, revision=revision, **download_kwargs).eval().requires_grad_(False)
     name = config.get("generator_class")
     if name not in REGISTRY:
         raise CheckpointError(
@@ -49,10 +68,10 @@ def load_flow_and_generator(potentials: str | os.PathLike, revision: str | None 
     """
     from pdetraversal.baselines import load_traversal
 
-    def pinned(source: str, rev: str | None) -> str | None:
+    def pinned(source: str, rev: str | None, files: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME)) -> str | None:
         if max_download_bytes is None or os.path.isdir(source):
             return rev
-        return check_download_size(source, rev, max_download_bytes)
+        return check_download_size(source, rev, max_download_bytes, files)
 
     source = resolve_source(potentials)
     flow = load_traversal(source, revision=pinned(source, revision), **download_kwargs)
@@ -61,7 +80,9 @@ def load_flow_and_generator(potentials: str | os.PathLike, revision: str | None 
         raise CheckpointError(f"the config of '{potentials}' names no generator")
     try:
         gen_source = resolve_source(gen_name)
-        generator = load_generator(gen_source, pinned(gen_source, flow.config.get("generator_revision")), **download_kwargs)
+        # Either layout may be what is downloaded: ours, or a diffusers pipeline's (hub_models/ddim.py).
+        rev = pinned(gen_source, flow.config.get("generator_revision"), (CONFIG_NAME, WEIGHTS_NAME, *PIPELINE_FILES))
+        generator = load_generator(gen_source, rev, **download_kwargs)
     except CheckpointError as e:
         raise CheckpointError(f"the generator named in the config of '{potentials}': {e}") from e
     if generator.latent_dim != flow.latent_dim:
@@ -70,4 +91,4 @@ def load_flow_and_generator(potentials: str | os.PathLike, revision: str | None 
     return flow.eval(), generator
 
 
-__all__ = ["load_flow_and_generator", "REGISTRY", "Generator", "MLPGenerator", "DSpritesVAE", "MNISTVAE", "SwirlVAE", "load_generator", "resolve_source", "EMBEDDED_DIR"]
+__all__ = ["load_flow_and_generator", "REGISTRY", "Generator", "MLPGenerator", "DSpritesVAE", "MNISTVAE", "SwirlVAE", "DDIMGenerator", "load_generator", "resolve_source", "EMBEDDED_DIR"]
