@@ -285,7 +285,7 @@ def load_checkpoint(path: Path, flow, classifier, optimizer, args) -> tuple[int,
 def folder_link(generator: str, output_dir: str) -> str:
     """The card's reference to a generator folder: a link relative to the card when both lie in the same tree (this
     repository, or both outside it), which is how it reads in a checkout; otherwise the name alone, since a relative
-    link from outside into the repository (../../work/...) resolves nowhere once the folder is copied or published."""
+    link from outside into the repository (../../<somewhere>/hub_models/...) resolves nowhere once the folder is copied or published."""
     target, card = Path(resolve_source(generator)).resolve(), Path(output_dir).resolve()
     if target.is_relative_to(REPO_ROOT) == card.is_relative_to(REPO_ROOT):
         return f"[`{generator}`]({os.path.relpath(target, card)})"
