@@ -17,13 +17,16 @@ EMBEDDED_DIR = Path(__file__).resolve().parent
 
 
 def resolve_source(repo_id_or_path: str | os.PathLike) -> str:
-    """A folder as given, else relative to the project root (for embedded paths like `hub_models/dsprites-vae`),
-    else the string itself as a Hub repo id."""
+    """A folder as given, else an embedded model (`hub_models/<name>`, found beside this package wherever it is
+    installed), else the string itself as a Hub repo id. Only `hub_models/...` names are looked up beside the
+    package: after `pip install`, its parent is site-packages, where "torch" or "numpy" must not resolve to folders."""
     if os.path.isdir(repo_id_or_path):
         return str(repo_id_or_path)
-    in_project = EMBEDDED_DIR.parent / repo_id_or_path
-    if in_project.is_dir():
-        return str(in_project)
+    parts = Path(repo_id_or_path).parts
+    if len(parts) > 1 and parts[0] == EMBEDDED_DIR.name and ".." not in parts:
+        embedded = EMBEDDED_DIR.joinpath(*parts[1:])
+        if embedded.is_dir():
+            return str(embedded)
     return str(repo_id_or_path)
 
 

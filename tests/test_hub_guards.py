@@ -138,3 +138,15 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_only_hub_models_names_resolve_beside_the_package(tmp_path, monkeypatch):
+    from hub_models import EMBEDDED_DIR, resolve_source
+
+    monkeypatch.chdir(tmp_path)  # nothing relative resolves from here
+    assert resolve_source("hub_models/dsprites-vae") == str(EMBEDDED_DIR / "dsprites-vae")
+    # Installed, the package's parent is site-packages: sibling folders are not models, and '..' cannot climb out.
+    for name in ("tests", "pdetraversal", "hub_models/../tests", "hub_models/../pdetraversal", "user/repo"):
+        assert resolve_source(name) == name
+    (tmp_path / "tests").mkdir()
+    assert resolve_source("tests") == "tests"  # a folder here is taken as given
