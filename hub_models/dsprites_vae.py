@@ -5,77 +5,28 @@ Encoder q(z|x) = N(mu(x), diag(exp(logvar(x)))): four 4x4 stride-2 convolutions 
 channels w, w, 2w, 2w) with ReLU, then Linear(2w*16, hidden) -> ReLU -> Linear(hidden, 2*latent_dim).
 Decoder p(x|z) = Bernoulli(sigmoid(logits)): the mirror image (Linear layers, then four 4x4 stride-2 transposed
 convolutions back to one channel of logits). Prior p(z) = N(0, I), so `Generator.sample_latent` draws from it.
-With the defaults (latent_dim=10, width=32, hidden_dim=256) it has about 0.77M parameters.
+With the defaults (latent_dim=10, width=32, hidden_dim=256) it has about 0.77M parameters. The layers and methods
+are `hub_models.conv_vae.ConvVAE`, shared with the MNIST VAE.
 """
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from pdetraversal.data import dsprites
 
 from .base import Generator
+from .conv_vae import ConvVAE
 
 
-class DSpritesVAE(Generator):
+class DSpritesVAE(ConvVAE, Generator):
     """Conv VAE for (B, 1, 64, 64) images in [0, 1]; `decode(z)` gives Bernoulli means, `decode_logits(z)` logits."""
 
     def __init__(self, latent_dim: int = 10, width: int = 32, hidden_dim: int = 256):
         super().__init__()
-        for name, value in (("latent_dim", latent_dim), ("width", width), ("hidden_dim", hidden_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"DSpritesVAE: {name} must be a positive int, got {value!r}")
-        self.latent_dim = latent_dim
         self.image_shape = (1, 64, 64)
-        w = width
-        self._top = (2 * w, 4, 4)
-        self.encoder = nn.Sequential(
-            nn.Conv2d(1, w, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(w, w, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(2 * w, 2 * w, 4, 2, 1), nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(2 * w * 16, hidden_dim), nn.ReLU(),
-            nn.Linear(hidden_dim, 2 * latent_dim),
-        )
-        self.decoder_fc = nn.Sequential(
-            nn.Linear(latent_dim, hidden_dim), nn.ReLU(),
-            nn.Linear(hidden_dim, 2 * w * 16), nn.ReLU(),
-        )
-        self.decoder_conv = nn.Sequential(
-            nn.ConvTranspose2d(2 * w, 2 * w, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(w, w, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(w, 1, 4, 2, 1),
-        )
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 1, 64, 64) images in [0, 1] -> (mu, logvar), each (B, latent_dim)."""
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"DSpritesVAE.encode expects images of shape (B, 1, 64, 64), got {tuple(x.shape)}")
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
-        return mu, logvar
+        self._build(latent_dim, width, hidden_dim, widths=(1, 1, 2, 2))  # 64 -> 32 -> 16 -> 8 -> 4 pixels
 
     @torch.no_grad()
     def data_latent(self, n: int, seed: int | None = None) -> torch.Tensor:
         """Posterior means of n fresh procedural dSprites (`dsprites.sample(n, seed)`): codes of real sprites."""
         return self.encode(dsprites.sample(n, seed)[0].to(self.device))[0]
-
-    def latent_weight(self) -> torch.Tensor:
-        """The decoder's first Linear, (hidden_dim, latent_dim): what SeFa factorises."""
-        return self.decoder_fc[0].weight
-
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, latent_dim) -> Bernoulli logits (B, 1, 64, 64)."""
-        self.check_latent(z)
-        return self.decoder_conv(self.decoder_fc(z).view(-1, *self._top))
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, latent_dim) -> pixel probabilities (B, 1, 64, 64) in [0, 1]; differentiable in z."""
-        return torch.sigmoid(self.decode_logits(z))
-
-    def forward(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Reconstruct: (logits, mu, logvar); z = mu + sigma * eps when `sample`, else z = mu."""
-        mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
-        return self.decode_logits(z), mu, logvar
