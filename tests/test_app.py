@@ -3,6 +3,7 @@
 Fixture potentials (random weights over a tiny MLP generator) live in tmp folders, so these tests never need the
 shipped weights; one test checks that the shipped default itself loads and renders.
 """
+import contextlib
 import json
 import logging
 import os
@@ -94,27 +95,29 @@ def local_folders(monkeypatch):
     monkeypatch.setenv(app.ALLOW_LOCAL_ENV, "1")
 
 
-@pytest.fixture(scope="module")
-def client(fixtures):
+@contextlib.contextmanager
+def served_demo(fixtures, allow_local_paths: bool):
+    """The fixture app on 127.0.0.1 and a free port, closed afterwards; yields its URL."""
     demo = app.build_demo(fixtures["main"], baselines_dir=fixtures["baselines"], report_path=fixtures["report"],
-                          shipped_dir=fixtures["shipped_dir"], allow_local_paths=True)
+                          shipped_dir=fixtures["shipped_dir"], allow_local_paths=allow_local_paths)
     app.launch(demo.queue(), server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
-        yield Client(demo.local_url, verbose=False)
+        yield demo.local_url
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(fixtures):
+    with served_demo(fixtures, allow_local_paths=True) as url:
+        yield Client(url, verbose=False)
 
 
 @pytest.fixture(scope="module")
 def public(fixtures):
     """The page as the Space serves it: local folders only from the allow-list. Yields (client, url)."""
-    demo = app.build_demo(fixtures["main"], baselines_dir=fixtures["baselines"], report_path=fixtures["report"],
-                          shipped_dir=fixtures["shipped_dir"], allow_local_paths=False)
-    app.launch(demo.queue(), server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(demo.local_url, verbose=False), demo.local_url
-    finally:
-        demo.close()
+    with served_demo(fixtures, allow_local_paths=False) as url:
+        yield Client(url, verbose=False), url
 
 
 def strip_width(num_frames: int, image_size: int) -> int:
