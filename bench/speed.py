@@ -23,9 +23,11 @@ whole batch). The prefix is rolled out without a graph in both. Warm-up steps ar
 interleaved rounds (so a load change on a shared machine hits all of them) and each cell is the median of the rounds.
 
 It also times the exact Laplacian alone (with the backward pass the loss needs) both ways: d backward passes
-(`pdetraversal.pde.laplacian`) and forward-over-reverse (`torch.func`: the JVP of ∇_z u along each basis vector
-e_i, vmapped over i, keeping the diagonal). Samples are independent, so one tangent e_i serves the whole batch;
-vmapping over the batch instead would run `PotentialFlow`'s check of k on batched tensors, which vmap refuses.
+(`pdetraversal.pde.hessian_trace`) and forward-over-reverse (`pdetraversal.pde.forward_mode_laplacian`, by
+`torch.func`: the JVP of ∇_z u along each basis vector e_i, vmapped over i, keeping the diagonal). Samples are
+independent, so one tangent e_i serves the whole batch; vmapping over the batch instead would run `PotentialFlow`'s
+check of k on batched tensors, which vmap refuses. `pde.laplacian` and the training step's exact Laplacian use
+forward mode up to `pde.FORWARD_MODE_MAX_DIM`, where this table finds it faster.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.func import grad as func_grad, jvp, vmap  # noqa: E402
+from torch.func import jvp  # noqa: E402
 
 from hub_models import Generator, MLPGenerator, load_generator  # noqa: E402
 from pdetraversal import PotentialFlow, pde  # noqa: E402
@@ -114,17 +116,17 @@ def reference_step(flow: PotentialFlow, classifier: nn.Module, generator, z0: to
 # The exact Laplacian by forward-over-reverse mode.
 
 def forward_mode_laplacian(flow: PotentialFlow, z: torch.Tensor, t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Δ_z u^k(z, t) per sample -> (B,): H·e_i by a JVP of ∇_z u for every i at once (vmap), then the diagonal.
+    """Δ_z u^k(z, t) per sample -> (B,) by forward over reverse mode (`pde.forward_mode_laplacian`).
 
     Differentiable w.r.t. the flow's parameters (torch.func transforms pass the outer autograd graph through)."""
-    d = z.shape[1]
+    return pde.forward_mode_laplacian(lambda zz, tt: flow.potential(zz, tt, k), z, t)
 
-    def grad_u(zz):
-        return func_grad(lambda x: flow.potential(x, t, k).sum())(zz)
 
-    basis = torch.eye(d, dtype=z.dtype, device=z.device)[:, None, :].expand(d, z.shape[0], d)
-    hess_cols = vmap(lambda e: jvp(grad_u, (z,), (e,))[1])(basis)  # (d, B, d): [i, b] = H_b e_i
-    return torch.diagonal(hess_cols, dim1=0, dim2=2).sum(-1)
+def backward_passes_laplacian(flow: PotentialFlow, z: torch.Tensor, t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Δ_z u^k(z, t) per sample -> (B,) by d backward passes (`pde.hessian_trace`), whatever d."""
+    z = z.detach().requires_grad_(True)
+    (grad_z,) = torch.autograd.grad(flow.potential(z, t, k).sum(), z, create_graph=True)
+    return pde.hessian_trace(grad_z, z, "exact")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -264,7 +266,7 @@ def forward_mode_table(args, device: torch.device) -> None:
         k = torch.randint(args.num_potentials, (args.batch_size,)).to(device)
 
         def backward_passes():
-            lap = pde.laplacian(lambda zz, tt: flow.potential(zz, tt, k), z, t, "exact")
+            lap = backward_passes_laplacian(flow, z, t, k)
             lap.pow(2).mean().backward()
             return lap
 

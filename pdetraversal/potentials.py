@@ -3,8 +3,10 @@
 Each potential is the paper's small MLP: z -> Linear -> Tanh; t -> sinusoidal -> Linear -> GELU -> Linear; the two
 streams are added, then Linear -> Tanh -> Linear -> scalar (optionally a final Tanh, which bounds u).
 The K networks are stored as stacked weights (K, in, out), so a batch with a different k per sample runs in one
-vectorised call (each row goes through all K layers, then keeps its own): the Space renders all K traversals at
-once and training mixes all k in one batch. A single int k uses only its own weights.
+call: the Space renders all K traversals at once and training mixes all k in one batch. A single int k uses only
+its own weights. A per-row k is grouped once per call (`RowGroups`) and every layer then multiplies each k's rows
+by that k's weights only: about one network's work over the batch, not K networks' (issue 14; before, every row went
+through all K layers and kept its own, K times the work).
 Each k also owns a learnable wave speed c^k (initialised to 1) used by the wave equation in `pde.py`.
 """
 from __future__ import annotations
@@ -17,14 +19,80 @@ from torch import nn
 
 from .traversal import Traversal
 
+# From this hidden width on, the sorted layout's training step beats the padded one's (measured at widths 32, 128, 256
+# and 512 with K = 8, batch 64; bench/results/speed.md).
+SORTED_FROM_WIDTH = 256
+
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """(B,) real times -> (B, dim) sin/cos features; smooth in t, so ∂²u/∂t² exists."""
+    """(...) real times -> (..., dim) sin/cos features; smooth in t, so ∂²u/∂t² exists."""
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=t.dtype) / max(half, 1))
-    angles = t[:, None] * freqs[None, :]
-    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    angles = t[..., None] * freqs
+    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
     return F.pad(emb, (0, dim - 2 * half))
+
+
+class RowGroups:
+    """The rows of a batch grouped by their potential index k, computed once and shared by every layer.
+
+    Two layouts of the same rows (which is faster depends on the width; the maths is the same):
+    "sorted": the rows in order of k, (B, ·); a layer multiplies each k's run of rows by its own weights, one
+        matrix product per k present. The work is one network's, in as many products as there are k.
+    "padded": a (G, m, ·) block per k present (G of them, m the largest group), short groups padded with zero rows
+        that are computed and dropped; a layer is one batched product. One call per layer, G·m rows of work.
+    Rows are only ever gathered (indexed), never scattered in place, so the layouts pass through autograd at any
+    order and through torch.func's jvp and vmap alike. (Under vmap the padded layout's batched products are slow:
+    `pde.forward_mode_laplacian` through it loses to the d backward passes from d = 128 on, through the sorted one
+    it wins; see `pde.FORWARD_MODE_MAX_DIM`.)
+    """
+
+    def __init__(self, k: torch.Tensor, num: int, padded: bool):
+        counts = torch.bincount(k, minlength=num)
+        self.padded = padded
+        self.order = torch.argsort(k, stable=True)
+        self.present = torch.nonzero(counts).squeeze(1)
+        self.counts = counts[self.present].tolist()
+        self.all_present = len(self.counts) == num
+        B = k.shape[0]
+        if padded:
+            G, m = len(self.counts), max(self.counts, default=0)
+            self.shape = (G, m)
+            # Row r of group g sits at slot g·m + r; empty slots read row B, a zero row appended before gathering.
+            starts = torch.cumsum(counts[self.present], 0) - counts[self.present]
+            group = torch.repeat_interleave(torch.arange(G, device=k.device), counts[self.present])
+            rank = torch.arange(B, device=k.device) - starts[group]
+            slots = group * m + rank  # of each sorted row
+            self.source = torch.full((G * m,), B, dtype=torch.long, device=k.device)
+            self.source[slots] = self.order
+            self.back = torch.empty_like(self.order)
+            self.back[self.order] = slots
+        else:
+            self.back = torch.argsort(self.order)
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, ...) in batch order -> this layout."""
+        if not self.padded:
+            return x[self.order]
+        padded = torch.cat([x, x.new_zeros((1,) + x.shape[1:])])[self.source]
+        return padded.view(self.shape + x.shape[1:])
+
+    def scatter(self, y: torch.Tensor) -> torch.Tensor:
+        """This layout -> (B, ...) in batch order."""
+        if self.padded:
+            y = y.reshape((-1,) + y.shape[2:])
+        return y[self.back]
+
+    def linear(self, layer: StackedLinear, x: torch.Tensor) -> torch.Tensor:
+        """Layer k applied to the rows with that k, in this layout."""
+        weight, bias = layer.weight, layer.bias
+        if not self.all_present:  # only the weights of the k present (their copy costs K·in·out at most)
+            weight, bias = weight[self.present], bias[self.present]
+        if self.padded:
+            return torch.baddbmm(bias[:, None, :], x, weight)
+        # One product per k; unbind gives views whose gradients are assembled once per layer, not once per k.
+        weights, biases = weight.unbind(0), bias.unbind(0)
+        return torch.cat([torch.addmm(biases[g], rows, weights[g]) for g, rows in enumerate(x.split(self.counts))])
 
 
 class StackedLinear(nn.Module):
@@ -39,10 +107,10 @@ class StackedLinear(nn.Module):
     def forward(self, x: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
         if isinstance(k, int):
             return x @ self.weight[k] + self.bias[k]
-        # Every row through all K layers, then each row keeps its own. Gathering a (B, in, out) weight copy per row
-        # instead costs B·in·out memory, and the Laplacian's Hessian-vector products multiply that again.
-        out = torch.einsum("bi,kio->bko", x, self.weight) + self.bias
-        return out.gather(1, k[:, None, None].expand(-1, 1, out.shape[-1])).squeeze(1)
+        if x.shape[0] == 0:  # no rows, no groups: any layer gives the empty result, still on the graph
+            return x @ self.weight[0] + self.bias[0]
+        groups = RowGroups(k, self.weight.shape[0], padded=False)
+        return groups.scatter(groups.linear(self, groups.gather(x)))
 
 
 class PotentialFlow(Traversal, tags=["latent-traversal", "potential-flow", "pdetraversal"]):
@@ -97,9 +165,17 @@ class PotentialFlow(Traversal, tags=["latent-traversal", "potential-flow", "pdet
         """u^k(z, t) -> (B,). t: a number or (B,); k: an int or (B,) integer tensor."""
         k = self._check(z, k)
         t = self._time(t, z)
-        h_z = torch.tanh(self.z_in(z, k))
-        h_t = self.t_hidden(F.gelu(self.t_in(sinusoidal_embedding(t, self.hidden_dim), k)), k)
-        u = self.out(torch.tanh(self.fuse(h_z + h_t, k)), k).squeeze(1)
+        if isinstance(k, int) or z.shape[0] == 0:  # an empty batch has no groups: any k's network serves
+            k = k if isinstance(k, int) else 0
+            return self._network(z, t, lambda layer, x: layer(x, k))
+        groups = RowGroups(k, self.num_potentials, padded=self.hidden_dim < SORTED_FROM_WIDTH)
+        return groups.scatter(self._network(groups.gather(z), groups.gather(t), groups.linear))
+
+    def _network(self, z: torch.Tensor, t: torch.Tensor, linear) -> torch.Tensor:
+        """The MLP on rows laid out as (..., d) with times (...); `linear(layer, x)` applies a StackedLinear."""
+        h_z = torch.tanh(linear(self.z_in, z))
+        h_t = linear(self.t_hidden, F.gelu(linear(self.t_in, sinusoidal_embedding(t, self.hidden_dim))))
+        u = linear(self.out, torch.tanh(linear(self.fuse, h_z + h_t))).squeeze(-1)
         u = torch.tanh(u) if self.output_tanh else u
         return torch.tanh(t) * u if self.exact_initial else u
 

@@ -9,6 +9,10 @@ decode x_t = G(z_t) and x_{t+1} = G(z_{t+1}), and combine
 Each sample draws its own k and t (the paper draws one k per step): the stacked potentials make that free, and
 every batch then shows the classifier all K classes. The prefix z_0 -> z_t is rolled out without a graph; the
 losses act on the last step, where the PDE, the speed and the classifier are evaluated.
+For PotentialFlow (whose velocity is ∇_z u) one forward pass of u serves the residual at (z_t, t), the step
+∇_z u^k(z_t, t) and L_u's ∇_z u^k(z_0, 0): the z_0 rows ride along after the z_t rows
+(`pde.wave_residual_and_gradient`), the same arithmetic as three separate passes, with each potential's weights
+read once instead of three times.
 The generator is frozen: eval mode, no parameter gradients (checked, not silently changed).
 A remedy outside the paper, off by default: `LossConfig.diversity` adds L_div, the mean squared cosine between the
 image-space steps J_G·∇u^k and J_G·∇u^k' of two different potentials at the same point (`losses.diversity_term`).
@@ -52,9 +56,16 @@ def rollout(flow: PotentialFlow, z0: torch.Tensor, k: torch.Tensor, t: torch.Ten
     z = z0.detach()
     with torch.no_grad():
         for i in range(int(t.max()) if t.numel() else 0):
-            moving = (t > i).to(z.dtype)[:, None]
-            z = z + moving * flow.step_size * flow.velocity(z, float(i), k)
+            # Only the samples still moving are evaluated (on average half of them): the others stay where they are.
+            moving = torch.nonzero(t > i).squeeze(1)
+            step = flow.step_size * flow.velocity(z[moving], float(i), k[moving])
+            z = z.index_copy(0, moving, z[moving] + step)
     return z
+
+
+def velocity_is_gradient(flow) -> bool:
+    """Whether `flow.velocity` is PotentialFlow's ∇_z u of its `potential`: then the residual's ∇_z u is the step."""
+    return isinstance(flow, PotentialFlow) and type(flow).velocity is PotentialFlow.velocity
 
 
 def training_step(flow: PotentialFlow, classifier: nn.Module, generator, z0: torch.Tensor,
@@ -68,18 +79,25 @@ def training_step(flow: PotentialFlow, classifier: nn.Module, generator, z0: tor
     B = z0.shape[0]
     k = torch.randint(flow.num_potentials, (B,), generator=rng).to(z0.device)
     t = torch.randint(flow.num_timesteps - 1, (B,), generator=rng).to(z0.device)
-    z_t = rollout(flow, z0, k, t).requires_grad_(True)
+    z_t = rollout(flow, z0, k, t)
     t_real = t.to(z0.dtype)
+    c = flow.wave_speed[k]
 
-    def u_fn(z, tt):
-        return flow.potential(z, tt, k)
-
-    f = pde.wave_residual(u_fn, z_t, t_real, flow.wave_speed[k], cfg.laplacian, cfg.num_probes, rng)
+    if velocity_is_gradient(flow):
+        points, times = torch.cat([z_t, z0.detach()]), torch.cat([t_real, torch.zeros_like(t_real)])
+        k_both = k.repeat(2)
+        f, grad_z = pde.wave_residual_and_gradient(lambda z, tt: flow.potential(z, tt, k_both), points, times, c,
+                                                   cfg.laplacian, cfg.num_probes, rng, rows=B)
+        velocity_t, velocity_0 = grad_z[:B], grad_z[B:]
+    else:
+        f = pde.wave_residual(lambda z, tt: flow.potential(z, tt, k), z_t, t_real, c, cfg.laplacian, cfg.num_probes,
+                              rng)
+        velocity_t, velocity_0 = flow.velocity(z_t, t_real, k), flow.velocity(z0.detach(), 0.0, k)
     loss_f = f.pow(2).mean()
-    loss_u = pde.initial_condition(flow.velocity(z0.detach(), 0.0, k)).mean()
+    loss_u = pde.initial_condition(velocity_0).mean()
 
-    step = flow.step_size * flow.velocity(z_t, t_real, k)
-    z_start = z_t.detach()
+    step = flow.step_size * velocity_t
+    z_start = z_t
     if cfg.diversity:
         # The same point stepped by another potential k' != k: both image-space steps in one forward-mode pass.
         other = (k + torch.randint(1, flow.num_potentials, (B,), generator=rng).to(k.device)) % flow.num_potentials
