@@ -50,6 +50,7 @@ import torch  # noqa: E402
 
 import hub_models.swirl  # noqa: E402,F401  -- registers SwirlVAE until hub_models/__init__.py imports it
 from hub_models import load_generator, resolve_source  # noqa: E402
+from hub_models.base import GENERATOR_WEIGHTS  # noqa: E402
 from pdetraversal import PotentialFlow  # noqa: E402
 from pdetraversal.baselines.axes import LatentAxes  # noqa: E402
 from pdetraversal.data.dsprites import FACTOR_NAMES  # noqa: E402
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
 
     cache_file = Path(args.cache) if args.cache else None
     cache = json.loads(cache_file.read_text()) if cache_file and cache_file.is_file() else {}
-    gen_weights = (Path(resolve_source(args.generator)) / "model.safetensors").stat().st_mtime_ns
+    gen_weights = (Path(resolve_source(args.generator)) / GENERATOR_WEIGHTS).stat().st_mtime_ns
     rows = []
     for name, method, ks, how, source in methods:
         label = f"{name}, `{source.split('@')[0]}`" if source else name

@@ -50,6 +50,7 @@ import torch  # noqa: E402
 import hub_models.mnist_vae  # noqa: E402,F401  -- registers MNISTVAE
 import hub_models.swirl  # noqa: E402,F401  -- registers SwirlVAE
 from hub_models import load_generator, resolve_source  # noqa: E402
+from hub_models.base import GENERATOR_WEIGHTS  # noqa: E402
 from pdetraversal.baselines import LatentAxes, floors, load_traversal  # noqa: E402
 from pdetraversal.hub import CheckpointError  # noqa: E402
 from pdetraversal.metrics.path_shape import mean_step, path_diagnostics  # noqa: E402
@@ -62,6 +63,10 @@ GENERATORS = {
     "dsprites-swirl": ("hub_models/dsprites-swirl", None),
     "mnist-vae": ("hub_models/mnist-vae", "hub_models/mnist-vae-potentials"),
     "mnist-joint-vae": ("hub_models/mnist-joint-vae", "hub_models/mnist-joint-vae-potentials"),
+    # real images (issue 13): a converted face DCGAN, and a VAE and an SNGAN trained here on Fashion-MNIST
+    "face-dcgan": ("hub_models/face-dcgan", "hub_models/face-dcgan-potentials"),
+    "fashion-vae": ("hub_models/fashion-vae", "hub_models/fashion-vae-potentials"),
+    "fashion-sngan": ("hub_models/fashion-sngan", "hub_models/fashion-sngan-potentials"),
 }
 ABLATION_GENERATOR = "dsprites-betavae"
 REGRESSOR = "hub_models/dsprites-factor-regressor"
@@ -113,7 +118,8 @@ def folder_ready(folder: str | None) -> bool:
     if folder is None:
         return False
     path = Path(resolve_source(folder))
-    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    weights = ("model.safetensors", GENERATOR_WEIGHTS)  # potentials' file, generators' (diffusers') file
+    return (path / "config.json").is_file() and any((path / w).is_file() for w in weights)
 
 
 def log(message: str) -> None:

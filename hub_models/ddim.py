@@ -33,14 +33,13 @@ refused, and no code is loaded from the repo (the classes are diffusers' own, pi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
-from pdetraversal.hub import CheckpointError, _check_shapes, header_shapes, resolve_file
+from pdetraversal.hub import CheckpointError, resolve_file
 
-from .base import Generator
+from .base import Generator, load_model_strict, read_json, snapshot_root, subpath
 
 DEFAULT_NUM_INFERENCE_STEPS = 10
 MODEL_INDEX = "model_index.json"
@@ -50,17 +49,6 @@ SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 OUR_CONFIG = "pdetraversal.json"
 SCHEDULER_CLASSES = ("DDPMScheduler", "DDIMScheduler")
 PIPELINE_FILES = (MODEL_INDEX, UNET_CONFIG, UNET_WEIGHTS, SCHEDULER_CONFIG, OUR_CONFIG)  # all a load downloads
-
-
-def _read_json(path: str, what: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{what} is not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{what} is not a JSON object")
-    return data
 
 
 def _check_steps(n, where: str) -> int:
@@ -91,6 +79,8 @@ class DDIMGenerator(Generator):
     Built from a loaded `unet` and a scheduler config (any diffusers scheduler config; DDIM reads its betas and
     prediction type from it). Load one with `hub_models.load_generator(folder_or_repo)` or `from_pretrained`.
     """
+
+    scheduler_classes = SCHEDULER_CLASSES
 
     def __init__(self, unet, scheduler, num_inference_steps: int = DEFAULT_NUM_INFERENCE_STEPS):
         from diffusers import DDIMScheduler
@@ -146,70 +136,46 @@ class DDIMGenerator(Generator):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, revision: str | None = None,
-                        num_inference_steps: int | None = None, **download_kwargs) -> "DDIMGenerator":
-        """Load a diffusers pipeline folder or Hub repo (at `revision`) strictly; see the module doc.
+                        subfolder: str | None = None, num_inference_steps: int | None = None,
+                        **download_kwargs) -> "DDIMGenerator":
+        """Load a diffusers pipeline folder or Hub repo (at `revision`, in `subfolder`) strictly; see the module doc.
 
         `num_inference_steps` overrides the repo's pdetraversal.json (default 10)."""
         from diffusers import DDIMScheduler, UNet2DModel
 
         src = str(pretrained_model_name_or_path)
-        files = {name: resolve_file(src, name, revision, **download_kwargs)
+        where = f"{src}/{subfolder}" if subfolder else src
+        files = {name: resolve_file(src, subpath(subfolder, name), revision, **download_kwargs)
                  for name in (MODEL_INDEX, UNET_CONFIG, UNET_WEIGHTS, SCHEDULER_CONFIG)}
-        index = _read_json(files[MODEL_INDEX], f"{MODEL_INDEX} of {src}")
+        index = read_json(files[MODEL_INDEX], f"{MODEL_INDEX} of {where}")
         if index.get("unet") != ["diffusers", "UNet2DModel"]:
-            raise CheckpointError(f"{MODEL_INDEX} of {src} names unet={index.get('unet')!r}; only "
+            raise CheckpointError(f"{MODEL_INDEX} of {where} names unet={index.get('unet')!r}; only "
                                   "['diffusers', 'UNet2DModel'] is supported")
         scheduler_entry = index.get("scheduler")
         if not (isinstance(scheduler_entry, list) and len(scheduler_entry) == 2
                 and scheduler_entry[1] in SCHEDULER_CLASSES):
-            raise CheckpointError(f"{MODEL_INDEX} of {src} names scheduler={scheduler_entry!r}; supported: "
+            raise CheckpointError(f"{MODEL_INDEX} of {where} names scheduler={scheduler_entry!r}; supported: "
                                   f"{list(SCHEDULER_CLASSES)} (their configs load into DDIMScheduler)")
         if num_inference_steps is None:
-            num_inference_steps = cls._steps_from_repo(src, revision, download_kwargs)
-        _check_steps(num_inference_steps, src)
-
+            num_inference_steps = pipeline_option(src, revision, subfolder, "num_inference_steps",
+                                                  DEFAULT_NUM_INFERENCE_STEPS, download_kwargs)
+        _check_steps(num_inference_steps, where)
         # Hub files land in one snapshot folder per commit; diffusers then reads only that folder (no requests).
-        root = str(Path(files[MODEL_INDEX]).parent)
-        unet_config = _read_json(files[UNET_CONFIG], f"{UNET_CONFIG} of {src}")
+        root = snapshot_root(files[MODEL_INDEX], MODEL_INDEX)
+        unet_config = read_json(files[UNET_CONFIG], f"{UNET_CONFIG} of {where}")
+        unet = load_model_strict(UNet2DModel, unet_config, root, "unet", files[UNET_WEIGHTS],
+                                 f"the UNet of {where}")
         try:
-            with torch.device("meta"):  # the config's sizes are a stranger's word: shapes first, no memory
-                skeleton = UNet2DModel.from_config(unet_config)
-        except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as e:
-            raise CheckpointError(f"{UNET_CONFIG} of {src} does not describe a UNet2DModel: {e}") from e
-        _check_shapes("UNet2DModel", files[UNET_WEIGHTS], header_shapes(files[UNET_WEIGHTS]),
-                      {k: tuple(v.shape) for k, v in skeleton.state_dict().items()})
-        del skeleton
-        try:
-            unet, info = UNet2DModel.from_pretrained(root, subfolder="unet", use_safetensors=True,
-                                                     output_loading_info=True, local_files_only=True)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"could not load the UNet of {src}: {e}") from e
-        # The header check above should leave nothing here; diffusers would only have warned, so check again.
-        problems = [f"{kind.replace('_', ' ')[:-1]} '{k}'" for kind in ("missing_keys", "unexpected_keys")
-                    for k in info.get(kind, [])]
-        problems += [f"mismatched key {m}" for m in info.get("mismatched_keys", [])] + list(info.get("error_msgs", []))
-        if problems:
-            raise CheckpointError(f"checkpoint {files[UNET_WEIGHTS]} does not match UNet2DModel: " + "; ".join(problems))
-        bad = [k for k, v in unet.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-        if bad:
-            raise CheckpointError(f"checkpoint {files[UNET_WEIGHTS]} holds non-finite values (NaN or inf) in "
-                                  + ", ".join(f"'{k}'" for k in bad) + ": refusing to load it")
-        try:
-            scheduler = DDIMScheduler.from_config(_read_json(files[SCHEDULER_CONFIG], f"{SCHEDULER_CONFIG} of {src}"))
+            scheduler = DDIMScheduler.from_config(read_json(files[SCHEDULER_CONFIG], f"{SCHEDULER_CONFIG} of {where}"))
         except (TypeError, ValueError, KeyError, NotImplementedError) as e:
-            raise CheckpointError(f"{SCHEDULER_CONFIG} of {src} is not a usable scheduler config: {e}") from e
+            raise CheckpointError(f"{SCHEDULER_CONFIG} of {where} is not a usable scheduler config: {e}") from e
         return cls(unet, scheduler, num_inference_steps).eval()
 
-    @staticmethod
-    def _steps_from_repo(src: str, revision: str | None, download_kwargs: dict) -> int:
-        if os.path.isdir(src):
-            path = Path(src) / OUR_CONFIG
-            if not path.is_file():
-                return DEFAULT_NUM_INFERENCE_STEPS
-            path = str(path)
-        else:
-            try:  # optional: a plain diffusers repo has none
-                path = resolve_file(src, OUR_CONFIG, revision, **download_kwargs)
-            except CheckpointError:
-                return DEFAULT_NUM_INFERENCE_STEPS
-        return _read_json(path, f"{OUR_CONFIG} of {src}").get("num_inference_steps", DEFAULT_NUM_INFERENCE_STEPS)
+
+def pipeline_option(src: str, revision: str | None, subfolder: str | None, key: str, default, download_kwargs: dict):
+    """`key` of the pipeline's optional pdetraversal.json (a plain diffusers repo has none: then `default`)."""
+    try:
+        path = resolve_file(src, subpath(subfolder, OUR_CONFIG), revision, **download_kwargs)
+    except CheckpointError:
+        return default
+    return read_json(path, f"{OUR_CONFIG} of {src}").get(key, default)

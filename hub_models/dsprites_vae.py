@@ -14,6 +14,8 @@ import torch
 
 from pdetraversal.data import dsprites
 
+from diffusers.configuration_utils import register_to_config
+
 from .base import Generator
 from .conv_vae import ConvVAE
 
@@ -21,6 +23,7 @@ from .conv_vae import ConvVAE
 class DSpritesVAE(ConvVAE, Generator):
     """Conv VAE for (B, 1, 64, 64) images in [0, 1]; `decode(z)` gives Bernoulli means, `decode_logits(z)` logits."""
 
+    @register_to_config
     def __init__(self, latent_dim: int = 10, width: int = 32, hidden_dim: int = 256):
         super().__init__()
         self.image_shape = (1, 64, 64)

@@ -7,10 +7,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from diffusers.configuration_utils import register_to_config
+
 from .base import Generator
 
 
 class MLPGenerator(Generator):
+    @register_to_config
     def __init__(self, latent_dim: int = 4, hidden_dim: int = 32, channels: int = 1, image_size: int = 8):
         super().__init__()
         self.latent_dim = latent_dim

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from diffusers.configuration_utils import register_to_config
+
 from .base import Generator
 from .conv_vae import ConvVAE
 
@@ -20,6 +22,7 @@ from .conv_vae import ConvVAE
 class MNISTVAE(ConvVAE, Generator):
     """Conv VAE for (B, 3, 32, 32) images in [0, 1]; `decode(z)` gives Bernoulli means, `decode_logits(z)` logits."""
 
+    @register_to_config
     def __init__(self, latent_dim: int = 16, width: int = 32, hidden_dim: int = 256):
         super().__init__()
         self.image_shape = (3, 32, 32)

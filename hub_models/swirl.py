@@ -29,6 +29,8 @@ import math
 
 import torch
 
+from diffusers.configuration_utils import register_to_config
+
 from .base import Generator
 from .dsprites_vae import DSpritesVAE
 
@@ -46,6 +48,7 @@ class SwirlVAE(Generator):
         strength: α, the angle in radians per unit radius.
     """
 
+    @register_to_config
     def __init__(self, latent_dim: int = 5, width: int = 32, hidden_dim: int = 256,
                  planes: list[list[int]] | None = None, strength: float = 1.5):
         super().__init__()

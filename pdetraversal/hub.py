@@ -109,8 +109,14 @@ def check_download_size(repo_id: str, revision: str | None, max_bytes: float,
     return info.sha
 
 
-def read_config(repo_id_or_path: str | os.PathLike, revision: str | None = None, **download_kwargs) -> dict:
-    path = resolve_file(repo_id_or_path, CONFIG_NAME, revision, **download_kwargs)
+def in_subfolder(subfolder: str | None, filename: str) -> str:
+    """`filename` inside `subfolder` of a repo, in the Hub's "/" form."""
+    return f"{subfolder.strip('/')}/{filename}" if subfolder else filename
+
+
+def read_config(repo_id_or_path: str | os.PathLike, revision: str | None = None, subfolder: str | None = None,
+                **download_kwargs) -> dict:
+    path = resolve_file(repo_id_or_path, in_subfolder(subfolder, CONFIG_NAME), revision, **download_kwargs)
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -195,8 +201,14 @@ class HubModule(PyTorchModelHubMixin):
         return model
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *, revision: str | None = None, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *, revision: str | None = None,
+                        subfolder: str | None = None, **kwargs):
+        """Load strictly from a folder or Hub repo (at `revision`), or from `subfolder` of either."""
+        download = {k: kwargs[k] for k in ("cache_dir", "force_download", "local_files_only", "token") if k in kwargs}
         # Fetch config.json through our resolver first, so an unknown repo or revision gets our message.
-        read_config(pretrained_model_name_or_path, revision,
-                    **{k: kwargs[k] for k in ("cache_dir", "force_download", "local_files_only", "token") if k in kwargs})
+        read_config(pretrained_model_name_or_path, revision, subfolder, **download)
+        if subfolder:  # the mixin reads only a repo's root: fetch both files, then load the local folder they are in
+            weights = resolve_file(pretrained_model_name_or_path, in_subfolder(subfolder, WEIGHTS_NAME), revision,
+                                   **download)
+            return super().from_pretrained(str(Path(weights).parent), **kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, revision=revision, **kwargs)

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -109,7 +110,11 @@ CASES = [
     Case("Python", "potentials for another latent size than their generator's",
          "over 6 latent dimensions but its generator", _load("mismatch")),
     Case("Python", "an unknown method in config.json", "config.json names method='magic'", _load("unknown_method")),
-    Case("Python", "an unknown generator class", "config.json names generator_class='Nope'", _load("unknown_generator")),
+    Case("Python", "an unknown generator class", "config.json names _class_name='Nope'", _load("unknown_generator")),
+    Case("Python", "a generator in pdetraversal's first layout (generator_class, model.safetensors)",
+         "convert it with: python train/convert_generator.py", _load("legacy_generator")),
+    Case("Python", "a generator tensor missing", "does not match MLPGenerator: missing key 'net.2.bias'",
+         _load("generator_missing_tensor")),
     Case("Python", "an unknown Hub repo", "Hub repo 'user/no-such-repo' not found",
          lambda ctx: _load_repo("user/no-such-repo")),
     Case("Python", "an unknown revision", "revision 'nope' not found in Hub repo",
@@ -195,8 +200,16 @@ def ctx(tmp_path_factory, hub_server):
     folder("nan_weights", good_config, (root / "nan.safetensors").read_bytes())
     PotentialFlow(6, 3, hidden_dim=8, generator=str(root / "gen")).save_pretrained(root / "mismatch")
     (root / "badgen").mkdir()
-    (root / "badgen" / "config.json").write_text(json.dumps({"generator_class": "Nope"}))
+    (root / "badgen" / "config.json").write_text(json.dumps({"_class_name": "Nope"}))
     folder("unknown_generator", {**good_config, "generator": str(root / "badgen")})
+    (root / "oldgen").mkdir()
+    (root / "oldgen" / "config.json").write_text(json.dumps({"generator_class": "MLPGenerator", "latent_dim": 4}))
+    folder("legacy_generator", {**good_config, "generator": str(root / "oldgen")})
+    shutil.copytree(root / "gen", root / "gen_missing")
+    gen_state = safetensors.torch.load_file(root / "gen" / "diffusion_pytorch_model.safetensors")
+    del gen_state["net.2.bias"]
+    safetensors.torch.save_file(gen_state, root / "gen_missing" / "diffusion_pytorch_model.safetensors")
+    folder("generator_missing_tensor", {**good_config, "generator": str(root / "gen_missing")})
     # a fit output folder holding a checkpoint cut to half its bytes
     import fit
 

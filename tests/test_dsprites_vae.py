@@ -60,7 +60,7 @@ def test_save_load_round_trip(tmp_path):
     vae = small_vae(seed=3)
     vae.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config == {"generator_class": "DSpritesVAE", "latent_dim": 5, "width": 8, "hidden_dim": 32}
+    assert config == {"_class_name": "DSpritesVAE", "_diffusers_version": "0.42.1", "latent_dim": 5, "width": 8, "hidden_dim": 32}
     loaded = load_generator(tmp_path)
     assert isinstance(loaded, DSpritesVAE) and not loaded.training
     z = vae.sample_latent(4, seed=0)
@@ -138,7 +138,7 @@ def test_shipped_vae_draws_every_factor():
 
 def test_shipped_folder_is_small():
     files = {p.name: p.stat().st_size for p in SHIPPED.iterdir()}
-    assert set(files) == {"config.json", "model.safetensors", "README.md"}
+    assert set(files) == {"config.json", "diffusion_pytorch_model.safetensors", "README.md"}
     assert sum(files.values()) < 5_000_000
 
 

@@ -180,3 +180,15 @@ def test_remedy_flags_reach_the_model_and_the_loss(generator_dir, tmp_path):
     assert flow.config["exact_initial"] is True
     assert flow.velocity(torch.randn(5, 4), 0.0, 1).abs().max() == 0  # ∇u(z, 0) = 0 exactly
     assert "L_div = " in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("latent_dim, expected", [(4, "exact"), (fit.EXACT_LAPLACIAN_MAX_DIM + 1, "hutchinson")])
+def test_laplacian_auto_picks_by_latent_dim_and_says_so(latent_dim, expected, tmp_path, capsys):
+    gen_dir = tmp_path / "gen"
+    torch.manual_seed(0)
+    MLPGenerator(latent_dim=latent_dim, hidden_dim=8, image_size=8).save_pretrained(gen_dir)
+    out = tmp_path / "pots"
+    assert fit.main(args_for(gen_dir, out, "--max-steps", "1", "--num-potentials", "2")) == 0
+    err = capsys.readouterr().err
+    assert ("by Hutchinson's estimate" in err) == (expected == "hutchinson")
+    assert f"Laplacian: {expected}" in (out / "README.md").read_text()

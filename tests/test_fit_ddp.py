@@ -150,6 +150,7 @@ def one_step_by_hand(generator_dir, checkpoint: Path, argv, step: int) -> tuple[
 
     args = fit.parse_args(argv)
     generator = load_generator(str(generator_dir))
+    fit.pick_laplacian(args, generator.latent_dim)
     x = generator.decode(generator.sample_latent(1, seed=0))
     flow = fit.build_method(args, generator, None)
     classifier = fit.PairClassifier(args.num_potentials, channels=x.shape[1], image_size=max(x.shape[2:]))

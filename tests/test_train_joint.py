@@ -106,8 +106,8 @@ def test_tiny_joint_run_saves_loadable_vae_and_potentials(tmp_path):
     out = tmp_path / "joint-vae"
     model, flow = train_joint.main(TINY + ["--output-dir", str(out)])
     flow_dir = tmp_path / "joint-vae-potentials"
-    for folder in (out, flow_dir):
-        assert {p.name for p in folder.iterdir()} >= {"config.json", "model.safetensors", "README.md"}
+    assert {p.name for p in out.iterdir()} >= {"config.json", "diffusion_pytorch_model.safetensors", "README.md"}
+    assert {p.name for p in flow_dir.iterdir()} >= {"config.json", "model.safetensors", "README.md"}
     config = json.loads((flow_dir / "config.json").read_text())
     assert config["generator"] == str(out) and config["num_potentials"] == 3 and config["num_timesteps"] == 7
     assert config["labels"] == list(mnist.TRANSFORMATION_NAMES)
@@ -122,9 +122,9 @@ def test_tiny_joint_run_saves_loadable_vae_and_potentials(tmp_path):
     assert "negative ELBO per image" in (out / "README.md").read_text()
     # strict loading: a tensor too many is named
     from safetensors.torch import load_file, save_file
-    state = load_file(out / "model.safetensors")
+    state = load_file(out / "diffusion_pytorch_model.safetensors")
     state["extra"] = torch.zeros(1)
-    save_file(state, out / "model.safetensors")
+    save_file(state, out / "diffusion_pytorch_model.safetensors")
     with pytest.raises(CheckpointError, match="unexpected key 'extra'"):
         load_generator(out)
 
@@ -137,7 +137,7 @@ def test_tiny_baseline_run_has_no_potentials(tmp_path):
     z = gen.sample_latent(2, seed=0)
     with torch.no_grad():
         assert torch.equal(gen.decode(z), model.decode(z))
-    assert json.loads((out / "config.json").read_text())["generator_class"] == "MNISTVAE"
+    assert json.loads((out / "config.json").read_text())["_class_name"] == "MNISTVAE"
 
 
 def test_evaluate_a_zero_flow_has_the_static_equivariance_error():
@@ -346,7 +346,7 @@ def test_tiny_dsprites_baseline_run_has_no_potentials(tmp_path):
     out = tmp_path / "ds-vae"
     model, flow = train_joint.main(DS_TINY + ["--no-potentials", "--output-dir", str(out)])
     assert flow is None and not (tmp_path / "ds-vae-potentials").exists()
-    assert json.loads((out / "config.json").read_text())["generator_class"] == "DSpritesVAE"
+    assert json.loads((out / "config.json").read_text())["_class_name"] == "DSpritesVAE"
     gen = load_generator(out)
     z = gen.sample_latent(2, seed=0)
     with torch.no_grad():

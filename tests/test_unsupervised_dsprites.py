@@ -25,11 +25,11 @@ def models():
 def test_vae_is_a_plain_unsupervised_beta_vae():
     config = json.loads((VAE / "config.json").read_text())
     # The architecture only: no anchor, Ada-GVAE or label setting is part of the model.
-    assert config == {"generator_class": "DSpritesVAE", "hidden_dim": 256, "latent_dim": 10, "width": 32}
+    assert config == {"_class_name": "DSpritesVAE", "_diffusers_version": "0.42.1", "hidden_dim": 256, "latent_dim": 10, "width": 32}
     card = (VAE / "README.md").read_text()
     assert "--anchor-weight 0 " in card and "--beta 4 " in card and "--ada-gvae" not in card
     assert "Unsupervised" in card
-    assert (VAE / "model.safetensors").stat().st_size < 5e6
+    assert (VAE / "diffusion_pytorch_model.safetensors").stat().st_size < 5e6
 
 
 def test_shipped_folders_load_together(models):

@@ -65,7 +65,7 @@ from safetensors import SafetensorError, safe_open  # noqa: E402
 from safetensors.torch import load_file, save  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from hub_models import load_generator, resolve_source  # noqa: E402
+from hub_models import load_generator, resolve_source, split_reference  # noqa: E402
 from train.flags import non_negative, positive  # noqa: E402
 from pdetraversal import PotentialFlow  # noqa: E402
 from pdetraversal.baselines import METHODS, RandomDirections, SeFa  # noqa: E402
@@ -77,6 +77,7 @@ from pdetraversal.data.dsprites_moves import dsprites_matching_loss  # noqa: E40
 from pdetraversal.metrics.path_shape import format_diagnostics, path_diagnostics  # noqa: E402
 
 CHECKPOINT = "checkpoint.safetensors"
+EXACT_LAPLACIAN_MAX_DIM = 64  # --laplacian auto: beyond this the exact trace's d backward passes dominate the step
 # Arguments that define the model and the optimisation: a resumed run must use the same ones.
 RESUME_MUST_MATCH = ("method", "generator", "revision", "num_potentials", "num_timesteps", "hidden_dim", "output_tanh", "step_size",
                      "batch_size", "lr", "seed", "laplacian", "num_probes", "supervision", "matching_sequences", "exact_initial",
@@ -92,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     g = p.add_argument_group("generator")
-    g.add_argument("--generator", required=True, help="Hub repo id or folder of the frozen generator (config.json + model.safetensors)")
+    g.add_argument("--generator", required=True, help="Hub repo id or folder of the frozen generator (a diffusers model: config.json + "
+                   "diffusion_pytorch_model.safetensors, or a diffusers pipeline); owner/repo/subfolder for one inside a repo")
     g.add_argument("--revision", help="branch, tag or commit of the generator repo; the resolved commit sha is recorded")
     m = p.add_argument_group("potentials")
     m.add_argument("--method", choices=sorted(METHODS), default="potential",
@@ -123,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--max-steps", type=positive(int), default=1500, help="training steps (default 1500)")
     o.add_argument("--batch-size", type=positive(int), default=64, help="latents per step (default 64)")
     o.add_argument("--lr", type=positive(float), default=1e-3, help="Adam learning rate for potentials and classifier (default 1e-3)")
-    o.add_argument("--laplacian", choices=("exact", "hutchinson"), default="exact",
-                   help="exact trace of the Hessian (affordable up to d ~ 128) or Hutchinson's unbiased estimate (default exact)")
+    o.add_argument("--laplacian", choices=("auto", "exact", "hutchinson"), default="auto",
+                   help="Δu in L_f (eq. 5): the exact trace of the Hessian (d backward passes per point) or Hutchinson's "
+                        f"unbiased estimate; auto picks exact up to d = {EXACT_LAPLACIAN_MAX_DIM} and Hutchinson above "
+                        "(default auto)")
     o.add_argument("--num-probes", type=positive(int), default=1, help="Rademacher probes for --laplacian hutchinson (default 1)")
     o.add_argument("--seed", type=int, default=0, help="seed for initialisation, latents, k and t (default 0)")
     o.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
@@ -151,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--no-progress", action="store_true", help="no progress bar")
     h = p.add_argument_group("Hub")
     h.add_argument("--push-to-hub", action="store_true", help="after saving, publish DIR as one commit to --hub-model-id")
-    h.add_argument("--hub-model-id", help="repo id to publish to, e.g. user/dsprites-potentials")
+    h.add_argument("--hub-model-id", help="repo id to publish to, e.g. user/dsprites-potentials; user/repo/subfolder "
+                   "publishes into that subfolder (e.g. beside a generator in user/repo/generator)")
     h.add_argument("--private", action="store_true", help="create the Hub repo as private")
     h.add_argument("--token", help="Hub token (default: the logged-in token or HF_TOKEN)")
     return p
@@ -196,6 +201,18 @@ def build_method(args, generator, pin: str | None):
     if args.method == "random":
         return RandomDirections(d, K, seed=args.seed, **common)
     return METHODS[args.method](d, K, **common)  # linear, warped, axes
+
+
+def pick_laplacian(args, d: int, say: bool = True) -> None:
+    """Resolve --laplacian auto for latent dim d (in args, so the card and a resumed run see what was used)."""
+    if args.laplacian == "auto":
+        args.laplacian = "exact" if d <= EXACT_LAPLACIAN_MAX_DIM else "hutchinson"
+        if args.laplacian == "hutchinson" and say:
+            print(f"note: d = {d} > {EXACT_LAPLACIAN_MAX_DIM}: Δu by Hutchinson's estimate ({args.num_probes} probe(s)); "
+                  "pass --laplacian exact for the exact trace", file=sys.stderr)
+    elif args.laplacian == "exact" and d > 4 * EXACT_LAPLACIAN_MAX_DIM and say:
+        print(f"note: --laplacian exact at d = {d} costs {d} backward passes per point; --laplacian hutchinson "
+              "costs one per probe", file=sys.stderr)
 
 
 def generator_pin(source: str, revision: str | None, token) -> str | None:
@@ -298,10 +315,11 @@ def write_card(args, flow, final: dict, seconds: float, report: dict | None, arg
                processes: list[list[int]] | None = None) -> None:
     from pdetraversal.metrics.factors import format_report
 
-    is_hub = not os.path.isdir(resolve_source(args.generator))
+    gen_repo = split_reference(args.generator)[0]
+    is_hub = not os.path.isdir(gen_repo)
     data = ModelCardData(library_name="pdetraversal", license="apache-2.0",
                          tags=["latent-traversal", "potential-flow", "pdetraversal"],
-                         base_model=args.generator if is_hub else None, base_model_relation="adapter" if is_hub else None)
+                         base_model=gen_repo if is_hub else None, base_model_relation="adapter" if is_hub else None)
     # The command of the whole run: a resumed one trains exactly what it would have without the interruption.
     processes = processes or [[0, 1]]
     command = launcher(processes[-1][1]) + " " + " ".join(shlex.quote(a) for a in argv if a != "--resume")
@@ -318,7 +336,7 @@ def write_card(args, flow, final: dict, seconds: float, report: dict | None, arg
         supervision = (f"Supervision: none; every potential learned without labels (L = {' + '.join(weighted) or '0'}; "
                        "the terms with weight 0 are still measured below).")
     if is_hub:
-        generator_link = f"[`{args.generator}`](https://huggingface.co/{args.generator})"
+        generator_link = f"[`{args.generator}`](https://huggingface.co/{gen_repo})"
     else:
         generator_link = folder_link(args.generator, args.output_dir)
     parallel = ""
@@ -339,9 +357,6 @@ def write_card(args, flow, final: dict, seconds: float, report: dict | None, arg
   different speeds or places are told apart as easily."""
     else:
         training = f"- Method: `{args.method}`, closed form: no training (T = {args.num_timesteps}, step {args.step_size})"
-    loader = ("from pdetraversal import PotentialFlow" if args.method == "potential"
-              else "from pdetraversal.baselines import load_traversal")
-    load_call = ("PotentialFlow.from_pretrained" if args.method == "potential" else "load_traversal")
     text = f"""---
 {data.to_yaml()}
 ---
@@ -354,11 +369,9 @@ trained with [pdetraversal](https://arxiv.org/abs/2304.12944) (Song et al., ICML
 Generative Models as Potential Flows"). Traversal k follows z_(t+1) = z_t + ∇_z u^k(z_t, t).
 
 ```python
-{loader}
-from hub_models import load_generator
+from hub_models import load_flow_and_generator
 
-flow = {load_call}("<this repo or folder>")
-gen = load_generator(flow.config["generator"], revision=flow.config.get("generator_revision"))
+flow, gen = load_flow_and_generator("<this repo or folder>")   # the generator at the revision the config names
 path = flow.traverse(gen.sample_latent(4, seed=0), k=0)   # ({flow.num_timesteps + 1}, 4, {flow.latent_dim})
 frames = gen.decode(path.flatten(0, 1))
 ```
@@ -376,8 +389,8 @@ frames = gen.decode(path.flatten(0, 1))
 """
     if diagnostics is not None:
         starts, rows = diagnostics
-        text += (f"\n## Along the paths\n\nPositive traversals of {flow.num_timesteps} steps from {starts} "
-                 "(`pdetraversal.metrics.path_shape`): straightness is chord / arc length (1 = a straight line); "
+        text += (f"\n## Along the paths\n\nPositive traversals of {flow.num_timesteps} steps from {starts}"
+                 "`pdetraversal.metrics.path_shape`): straightness is chord / arc length (1 = a straight line); "
                  "turning the mean angle between consecutive steps; first / later compares the first step with the "
                  "mean of the others (the initial condition L_u asks for a small first step); |u_tt|, |c²Δu| and the "
                  "residual |f| of the wave equation (eq. 3) are means over the path's points. A small |f| shows the "
@@ -406,9 +419,12 @@ frames = gen.decode(path.flatten(0, 1))
 
 
 def push(args) -> None:
+    # owner/repo/subfolder publishes into a subfolder, e.g. beside the generator (hub_models.split_reference)
+    parts = args.hub_model_id.split("/")
+    repo_id, path_in_repo = "/".join(parts[:2]), "/".join(parts[2:]) or None
     api = HfApi(token=args.token)
-    api.create_repo(args.hub_model_id, private=args.private, exist_ok=True)
-    info = api.upload_folder(repo_id=args.hub_model_id, folder_path=args.output_dir,
+    api.create_repo(repo_id, private=args.private, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, folder_path=args.output_dir, path_in_repo=path_in_repo,
                              allow_patterns=["config.json", "model.safetensors", "README.md"],
                              commit_message=f"Potentials trained with pdetraversal ({args.max_steps} steps)")
     print(f"published {args.hub_model_id} at {info.oid}")
@@ -604,11 +620,12 @@ def fit(args, argv, signals: Signals, progress: Progress, procs: Processes | Non
         out.mkdir(parents=True, exist_ok=True)
     try:
         with procs.main_first():
-            source = resolve_source(args.generator)
-            generator = load_generator(source, revision=args.revision, token=args.token).to(args.device)
+            source, subfolder = split_reference(args.generator)
+            generator = load_generator(source, args.revision, subfolder, token=args.token).to(args.device)
             pin = generator_pin(source, args.revision, args.token)
     except (CheckpointError, ValueError, OSError) as e:
         raise SystemExit(f"error: cannot load --generator {args.generator}: {e}") from None
+    pick_laplacian(args, generator.latent_dim, say=procs.is_main)
     x = generator.decode(generator.sample_latent(1, seed=0))
     can_encode = callable(getattr(generator, "encode", None))
     if args.supervision == "dsprites" and not (can_encode and tuple(x.shape[1:]) == (1, 64, 64)):
@@ -739,10 +756,11 @@ def fit(args, argv, signals: Signals, progress: Progress, procs: Processes | Non
             flow.set_labels(report_labels(report))
 
     z_diag = generator.data_latent(256, seed=0)
-    starts = "the codes of 256 training images" if z_diag is not None else "256 prior samples z0 ~ N(0, I)"
+    starts = ("the codes of 256 data images (the generator's data_latent; " if z_diag is not None
+              else "256 prior samples z0 ~ N(0, I) (")
     z_diag = generator.sample_latent(256, seed=0) if z_diag is None else z_diag
     rows = path_diagnostics(flow, z_diag)
-    print(f"along the paths from {starts}:\n" + format_diagnostics(rows))
+    print(f"along the paths from {starts.split(' (')[0]}:\n" + format_diagnostics(rows))
 
     flow.cpu().save_pretrained(out)
     write_card(args, flow, final, seconds, report, argv, prior_report, (starts, rows), processes)

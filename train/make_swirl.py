@@ -19,10 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import hub_models.swirl  # noqa: E402,F401  -- registers SwirlVAE until hub_models/__init__.py imports it
-from hub_models import load_generator, resolve_source  # noqa: E402
+from hub_models import load_generator  # noqa: E402
 from hub_models.swirl import SwirlVAE  # noqa: E402
 from pdetraversal.data import dsprites  # noqa: E402
-from pdetraversal.hub import read_config  # noqa: E402
 from pdetraversal.data.anchors import anchor_targets  # noqa: E402
 from pdetraversal.metrics.curves import curve_shape  # noqa: E402
 
@@ -155,9 +154,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     began = time.time()
     inner = load_generator(args.source)
-    config = read_config(resolve_source(args.source))
-    if config.get("generator_class") != "DSpritesVAE":
-        raise SystemExit(f"error: --source {args.source} is a {config.get('generator_class')}, not a DSpritesVAE")
+    if type(inner).__name__ != "DSpritesVAE":
+        raise SystemExit(f"error: --source {args.source} is a {type(inner).__name__}, not a DSpritesVAE")
+    config = inner.config
     gen = SwirlVAE(**{k: config[k] for k in ("latent_dim", "width", "hidden_dim")}, planes=planes, strength=args.strength)
     gen.inner.load_state_dict(inner.state_dict(), strict=True)
     gen.eval().requires_grad_(False)

@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--seed", type=int, default=0, help="seed of the weights and of the data stream")
     io = p.add_argument_group("output")
     io.add_argument("--output-dir", default=None,
-                    help="folder for the VAE (config.json, model.safetensors, README.md); also the `generator` the "
+                    help="folder for the VAE (config.json, diffusion_pytorch_model.safetensors, README.md); also the `generator` the "
                          "potentials' config names, so give it as it should be read back (e.g. repo-relative) "
                          "(default: runs/DATASET-joint-vae)")
     io.add_argument("--potentials-output-dir", default=None,

@@ -11,7 +11,7 @@ beta-VAE. With --ada-gvae the batch is pairs of images that differ in one factor
 the pair's shared coordinates averaged (`pdetraversal.adagvae`), which ties single coordinates to single factors
 without labels. With --anchor-weight w the loss gains w * Σ_j (mu_j - a_j)², coordinate j = 0..4 pulled
 towards a target a_j made from factor j of the image (`pdetraversal.data.anchors`).
-At the end the model is saved with `save_pretrained` (config.json + model.safetensors) next to a model card
+At the end the model is saved with `save_pretrained` (config.json + diffusion_pytorch_model.safetensors) next to a model card
 README.md that records the command, the steps, the final loss terms, the time taken and which factor moves each
 latent coordinate.
 
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "in the card how well the reconstructions keep each factor")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and of the data stream")
     p.add_argument("--output-dir", default="hub_models/dsprites-vae",
-                   help="folder to write config.json, model.safetensors and README.md to")
+                   help="folder to write config.json, diffusion_pytorch_model.safetensors and README.md to")
     p.add_argument("--num-threads", type=int, default=0,
                    help="CPU threads for torch (0 = torch's default; 1 is fastest on a CPU shared with other jobs)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a tqdm progress bar")

@@ -54,16 +54,18 @@ def floors(generator, num_potentials: int, num_timesteps: int, step_size: float,
     return out
 
 
-def load_traversal(repo_id_or_folder: str | os.PathLike, revision: str | None = None, **download_kwargs):
-    """Any method saved with save_pretrained, from a folder or a Hub repo (at `revision`), in eval mode.
+def load_traversal(repo_id_or_folder: str | os.PathLike, revision: str | None = None, subfolder: str | None = None,
+                   **download_kwargs):
+    """Any method saved with save_pretrained, from a folder or a Hub repo (at `revision`, in `subfolder`), in eval mode.
 
     The class is the one config.json names under `method`; a config without it (written before the key existed)
     is a PotentialFlow. Loading is strict (pdetraversal.hub.HubModule); an unknown method is a CheckpointError."""
-    config = read_config(repo_id_or_folder, revision, **download_kwargs)
+    config = read_config(repo_id_or_folder, revision, subfolder, **download_kwargs)
     name = config.get("method", "potential")
     if name not in METHODS:
         raise CheckpointError(f"{repo_id_or_folder}: config.json names method={name!r}; known methods: {sorted(METHODS)}")
-    return METHODS[name].from_pretrained(repo_id_or_folder, revision=revision, **download_kwargs).eval()
+    return METHODS[name].from_pretrained(repo_id_or_folder, revision=revision, subfolder=subfolder,
+                                         **download_kwargs).eval()
 
 
 __all__ = ["METHODS", "floors", "load_traversal", "Traversal", "PotentialFlow", "LinearPotential", "WarpedSpace", "SeFa",
