@@ -567,7 +567,7 @@ def write_report(out: Path, gens: list[dict], abl: dict | None, mnist_res: dict 
 
     L += ["## Log-likelihood and equivariance (paper Tables 4 and 5)", ""]
     if mnist_res is None:
-        L += ["Skipped: no MNIST VAE folder is there.", ""]
+        L += ["Not in this run: no MNIST VAE was evaluated (left out by --only, or its folder is missing).", ""]
     else:
         L += ["| model | IWAE log p(x) (nats/image) | images | S |", "|---|---|---|---|"]
         for label, r in mnist_res["log_px"].items():
@@ -583,7 +583,8 @@ def write_report(out: Path, gens: list[dict], abl: dict | None, mnist_res: dict 
         L.append("")
     L += ["## Ablation (paper Table 6)", ""]
     if abl is None:
-        L += [f"Skipped: {GENERATORS[ABLATION_GENERATOR][0]} is not there (yet).", ""]
+        L += [f"Not in this run: --no-ablation, --only without {ABLATION_GENERATOR}, or "
+              f"{GENERATORS[ABLATION_GENERATOR][0]} is missing.", ""]
     else:
         L += [f"Potentials on {abl['name']} (unsupervised), the same budget as the trained rows; mean ± std over seeds.", "",
               "| training | VP % | ≥ 60% share | factors covered | repeated | gap |", "|---|---|---|---|---|---|"]

@@ -14,7 +14,8 @@ from .swirl import SwirlVAE
 from .face_dcgan import FaceDCGAN
 from .fashion_vae import FashionVAE
 from .sngan import SNGANGenerator
-from .ddim import MODEL_INDEX, PIPELINE_FILES, DDIMGenerator
+from .ddim import DDIMGenerator
+from .unet_pipeline import MODEL_INDEX, PIPELINE_FILES
 from .consistency import ConsistencyGenerator
 
 PIPELINE_GENERATORS = (DDIMGenerator, ConsistencyGenerator)  # diffusers pipelines as generators, picked by their scheduler

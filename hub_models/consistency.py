@@ -59,17 +59,14 @@ picked here, never named by the repo.
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import torch
 
-from pdetraversal.hub import CheckpointError, resolve_file
+from pdetraversal.hub import CheckpointError
 
-from .base import Generator, load_model_strict, read_json, snapshot_root, subpath
-from .ddim import (MODEL_INDEX, OUR_CONFIG, SCHEDULER_CONFIG, UNET_CONFIG, UNET_WEIGHTS, _forward_mode_attention,
-                   pipeline_option)
+from .base import Generator
+from .unet_pipeline import UNetPipeline, pipeline_option
 
 SCHEDULER_CLASSES = ("CMStochasticIterativeScheduler",)
 DEFAULT_CLASS_LABEL = 0  # what from_pretrained picks for a class-conditional repo without pdetraversal.json
@@ -100,7 +97,7 @@ def _check_noise_levels(config, where: str) -> None:
                               f"got {values}")
 
 
-class ConsistencyGenerator(Generator):
+class ConsistencyGenerator(UNetPipeline, Generator):
     """G(z) = f_theta(sigma_max z, sigma_max) through a frozen diffusers UNet2DModel, one step; see the module doc.
 
     Built from a loaded `unet`, a scheduler (any diffusers scheduler whose config holds the consistency model's
@@ -109,26 +106,17 @@ class ConsistencyGenerator(Generator):
     `from_pretrained`.
     """
 
+    pipeline_class = "ConsistencyModelPipeline"
     scheduler_classes = SCHEDULER_CLASSES
 
     def __init__(self, unet, scheduler, class_label: int | None = None):
         from diffusers import CMStochasticIterativeScheduler
-        from diffusers.models.attention_processor import Attention
 
         super().__init__()
         name = type(self).__name__
         cfg = unet.config
-        if cfg.in_channels != cfg.out_channels:
-            raise CheckpointError(f"{name}: the UNet maps {cfg.in_channels} channels to {cfg.out_channels}; a "
-                                  "consistency function needs an output of the input's shape")
         self.class_label = check_class_label(class_label, cfg.num_class_embeds, cfg.class_embed_type, name)
-        self.unet = unet.eval().requires_grad_(False)
-        # L_J (pdetraversal/losses.py) differentiates G by forward mode (torch.func.jvp), which the default attention
-        # cannot take (see hub_models/ddim.py).
-        processor = _forward_mode_attention()
-        for module in self.unet.modules():
-            if isinstance(module, Attention):
-                module.set_processor(processor)
+        self._set_unet(unet)
         _check_noise_levels(scheduler.config, name)
         self.scheduler = CMStochasticIterativeScheduler.from_config(scheduler.config)
         # x_T ~ N(0, init_noise_sigma^2 I), init_noise_sigma = sigma_max: the one noise level the single step runs at.
@@ -139,13 +127,9 @@ class ConsistencyGenerator(Generator):
         # scale_model_input divides by this; it reads the scheduler's step state, so the factor is taken once here.
         self.c_in = 1.0 / math.sqrt(self.sigma_max ** 2 + self.scheduler.config.sigma_data ** 2)
         self.timestep = float(self.scheduler.sigma_to_t(self.sigma_max))
-        size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size, cfg.sample_size)
-        self.image_shape = (int(cfg.in_channels), int(size[0]), int(size[1]))
-        self.latent_dim = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
 
-    def latent_weight(self) -> None:
-        # No linear map acts on z alone (the UNet's first layer is a convolution of c_in x), so SeFa does not apply.
-        return None
+    def options(self) -> dict:
+        return {"class_label": self.class_label}
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(n, C*H*W) -> (n, C, H, W) in [0, 1]; differentiable in z (the UNet's own parameters are frozen)."""
@@ -162,20 +146,6 @@ class ConsistencyGenerator(Generator):
         # The scheduler clamps here when clip_denoised is set; images in [0, 1] need it either way.
         return (denoised.clamp(-1, 1) + 1) / 2
 
-    def save_pretrained(self, save_directory, **kwargs):
-        """Write the diffusers pipeline layout (see the module doc), which `load_generator` reads back."""
-        if kwargs.get("push_to_hub"):
-            raise NotImplementedError(f"{type(self).__name__}.save_pretrained writes a folder; push it with "
-                                      "HfApi.upload_folder")
-        root = Path(save_directory)
-        root.mkdir(parents=True, exist_ok=True)
-        self.unet.save_pretrained(root / "unet", safe_serialization=True)
-        self.scheduler.save_pretrained(root / "scheduler")
-        index = {"_class_name": "ConsistencyModelPipeline", "unet": ["diffusers", "UNet2DModel"],
-                 "scheduler": ["diffusers", "CMStochasticIterativeScheduler"]}
-        (root / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-        (root / OUR_CONFIG).write_text(json.dumps({"class_label": self.class_label}) + "\n", encoding="utf-8")
-
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, revision: str | None = None,
                         subfolder: str | None = None, class_label: int | None = None,
@@ -183,24 +153,11 @@ class ConsistencyGenerator(Generator):
         """Load a diffusers consistency-model pipeline folder or Hub repo (at `revision`, in `subfolder`) strictly;
         see the module doc. `class_label` overrides the repo's pdetraversal.json (default 0 for a class-conditional
         UNet)."""
-        from diffusers import CMStochasticIterativeScheduler, UNet2DModel
+        from diffusers import CMStochasticIterativeScheduler
 
         src = str(pretrained_model_name_or_path)
-        where = f"{src}/{subfolder}" if subfolder else src
-        files = {name: resolve_file(src, subpath(subfolder, name), revision, **download_kwargs)
-                 for name in (MODEL_INDEX, UNET_CONFIG, SCHEDULER_CONFIG)}
-        index = read_json(files[MODEL_INDEX], f"{MODEL_INDEX} of {where}")
-        if index.get("unet") != ["diffusers", "UNet2DModel"]:
-            raise CheckpointError(f"{MODEL_INDEX} of {where} names unet={index.get('unet')!r}; only "
-                                  "['diffusers', 'UNet2DModel'] is supported")
-        scheduler_entry = index.get("scheduler")
-        if not (isinstance(scheduler_entry, list) and len(scheduler_entry) == 2
-                and scheduler_entry[1] in SCHEDULER_CLASSES):
-            raise CheckpointError(f"{MODEL_INDEX} of {where} names scheduler={scheduler_entry!r}; a consistency "
-                                  f"model needs one of {list(SCHEDULER_CLASSES)}")
-        scheduler_config = read_json(files[SCHEDULER_CONFIG], f"{SCHEDULER_CONFIG} of {where}")
-        _check_noise_levels(scheduler_config, f"{SCHEDULER_CONFIG} of {where}")
-        unet_config = read_json(files[UNET_CONFIG], f"{UNET_CONFIG} of {where}")
+        where, root, unet_config, scheduler_config = cls._read_pipeline(src, revision, subfolder, download_kwargs)
+        _check_noise_levels(scheduler_config, f"the scheduler config of {where}")
         conditional = unet_config.get("num_class_embeds") is not None
         if class_label is None:
             class_label = pipeline_option(src, revision, subfolder, "class_label",
@@ -210,12 +167,5 @@ class ConsistencyGenerator(Generator):
         # Before the weights (1.2 GB for ImageNet 64) are downloaded: a bad label fails at once.
         check_class_label(class_label, unet_config.get("num_class_embeds"), unet_config.get("class_embed_type"),
                           where)
-        weights = resolve_file(src, subpath(subfolder, UNET_WEIGHTS), revision, **download_kwargs)
-        # Hub files land in one snapshot folder per commit; diffusers then reads only that folder (no requests).
-        root = snapshot_root(files[MODEL_INDEX], MODEL_INDEX)
-        unet = load_model_strict(UNet2DModel, unet_config, root, "unet", weights, f"the UNet of {where}")
-        try:
-            scheduler = CMStochasticIterativeScheduler.from_config(scheduler_config)
-        except (TypeError, ValueError, KeyError, NotImplementedError) as e:
-            raise CheckpointError(f"{SCHEDULER_CONFIG} of {where} is not a usable scheduler config: {e}") from e
-        return cls(unet, scheduler, class_label).eval()
+        unet = cls._load_unet(src, revision, subfolder, download_kwargs, where, root, unet_config)
+        return cls(unet, cls._scheduler(CMStochasticIterativeScheduler, scheduler_config, where), class_label).eval()
