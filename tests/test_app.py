@@ -7,10 +7,12 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -588,3 +590,195 @@ def test_compare_without_a_readable_report_still_answers(fixtures, tmp_path):
     (tmp_path / "odd.json").write_text(json.dumps({"generators": {"x": {"columns": []}}}))  # no "source"
     models = app.ModelCache(baselines_dir=fixtures["baselines"], report_path=tmp_path / "odd.json")
     assert "odd.json` could not be read (KeyError" in app.compare(models, 0, 0, STEPS, 1.0, fixtures["main"], "")[2]
+
+
+# ------------------------------------------------------------------------------------------- the model picker
+def picker_props(client) -> dict:
+    return next(c["props"] for c in client.config["components"] if c["props"].get("elem_id") == "picker")
+
+
+def expected_label(folder: Path) -> str:
+    config = json.loads((folder / "config.json").read_text())
+    return f"{Path(config['generator']).name} (K={config['num_potentials']})"
+
+
+def test_picker_lists_every_shipped_potentials_folder():
+    # Compared with a glob: other shipped folders may come and go; each is picked up with no code change.
+    folders = sorted(p for p in (app.REPO_ROOT / "hub_models").glob("*-potentials") if (p / "config.json").is_file())
+    models = app.shipped_models()
+    assert [(app.REPO_ROOT / source).resolve() for _, source in models] == [p.resolve() for p in folders]
+    assert [label for label, _ in models] == [expected_label(p) for p in folders]
+    assert all(not Path(source).is_absolute() for _, source in models)  # the source box's repo-relative names
+    shipped = dict((source, label) for label, source in models)
+    assert shipped[app.SHIPPED_POTENTIALS] == expected_label(app.REPO_ROOT / app.SHIPPED_POTENTIALS)
+
+
+def test_picker_discovers_new_folders_and_skips_unreadable_ones(fixtures, tmp_path, caplog):
+    shutil.copytree(fixtures["main"], tmp_path / "b-potentials")
+    shutil.copytree(fixtures["other"], tmp_path / "a-potentials")
+    shutil.copytree(fixtures["main"], tmp_path / "c-potentials")  # same generator and K as b: told apart
+    (tmp_path / "empty-potentials").mkdir()  # no config.json: not a model
+    shutil.copytree(fixtures["main"], tmp_path / "main-copy")  # not named *-potentials
+    (tmp_path / "broken-potentials").mkdir()
+    (tmp_path / "broken-potentials" / "config.json").write_text("{not json")
+    caplog.set_level(logging.WARNING, logger="pdetraversal.app")
+    assert app.shipped_models(tmp_path) == [("generator (K=5)", str(tmp_path / "a-potentials")),
+                                            ("generator (K=3)", str(tmp_path / "b-potentials")),
+                                            ("generator (K=3) [c-potentials]", str(tmp_path / "c-potentials"))]
+    assert any("broken-potentials left out" in line for line in rejections(caplog))
+
+
+def test_models_endpoint_offers_the_pickers_choices(client, fixtures):
+    models = client.predict(api_name="/models")
+    # The default first (not a shipped folder here: listed under its own name), then the fixture's shipped folder.
+    assert models == [{"label": f"{fixtures['main']} (K=3)", "source": fixtures["main"]},
+                      {"label": "generator (K=3)", "source": fixtures["shipped"]}]
+    props = picker_props(client)
+    assert [list(c) for c in props["choices"]] == [[m["label"], m["source"]] for m in models]
+    assert props["value"] == fixtures["main"]
+    assert "K = 3" in client.predict(models[1]["source"], "", api_name="/load")  # a choice is a source
+
+
+def test_shipped_default_is_the_picked_model(monkeypatch):
+    monkeypatch.delenv(app.ALLOW_LOCAL_ENV)
+    demo = app.build_demo(app.SHIPPED_POTENTIALS)
+    props = next(b.get_config() for b in demo.blocks.values() if getattr(b, "elem_id", None) == "picker")
+    assert props["value"] == app.SHIPPED_POTENTIALS  # listed once, under its generator's name, selected
+    assert [tuple(c) for c in props["choices"]] == [
+        (label, source) for label, source in app.shipped_models() if source == app.SHIPPED_POTENTIALS] + [
+        (label, source) for label, source in app.shipped_models() if source != app.SHIPPED_POTENTIALS]
+
+
+# ------------------------------------------------------------------------------------------- slow generators
+def test_frame_indices_keep_z0_and_both_ends_evenly_spaced():
+    assert app.frame_indices(10, 21).tolist() == list(range(21))  # they fit: all of them
+    assert app.frame_indices(10, 500).tolist() == list(range(21))
+    assert app.frame_indices(10, 5).tolist() == [0, 5, 10, 15, 20]
+    assert app.frame_indices(10, 6).tolist() == [0, 5, 10, 15, 20]  # an odd count: z0 in the middle
+    assert app.frame_indices(10, 7).tolist() == [0, 3, 7, 10, 13, 17, 20]
+    assert app.frame_indices(3, 6).tolist() == [0, 1, 3, 5, 6]  # symmetric about z0 (index 3)
+    assert app.frame_indices(10, 0).tolist() == app.frame_indices(10, 2).tolist() == [0, 10, 20]  # MIN_FRAMES
+    assert app.frame_indices(1, 1).tolist() == [0, 1, 2]
+
+
+def make_slow_potentials(root: Path) -> str:
+    """Potentials (K = 2) over a tiny random DDIM pipeline (tests/test_ddim.py's): ~10 UNet passes per image."""
+    from test_ddim import save_pipeline
+
+    save_pipeline(root / "ddim")
+    torch.manual_seed(3)
+    PotentialFlow(latent_dim=192, num_potentials=2, hidden_dim=16, generator=str(root / "ddim"),
+                  labels=["a", "b"]).save_pretrained(root / "potentials")
+    return str(root / "potentials")
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory):
+    return make_slow_potentials(tmp_path_factory.mktemp("slow"))
+
+
+def overview_size(frames: int, image_size: int, labels: list[str]) -> tuple[int, int]:
+    """The overview's (width, height): one labelled row of `frames` frames per label."""
+    row = Image.new("RGB", (strip_width(frames, image_size), strip_tile(image_size)))
+    return plots.grid([row] * len(labels), labels).size
+
+
+class Recorder:
+    """Stands in for gr.Progress: keeps every (done, total) it is told, with its unit."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, progress, desc=None, unit="steps"):
+        self.calls.append((progress, unit))
+
+
+class Sleepy:
+    """A generator whose decodes take the given seconds, one after the other."""
+    latent_dim = 1
+
+    def __init__(self, *seconds):
+        self.seconds = list(seconds)
+
+    def sample_latent(self, n, seed=None):
+        return torch.zeros(n, 1)
+
+    def decode(self, z):
+        time.sleep(self.seconds.pop(0))
+        return torch.zeros(len(z), 1, 1, 1)
+
+
+def test_decode_time_is_the_least_of_a_few_tries():
+    # A shared machine only adds time: the least of up to 3 tries, fewer once 0.5 s were spent.
+    assert 0.05 <= app._seconds_per_image(Sleepy(0.3, 0.05, 0.15, 9)) < 0.15
+    assert 0.2 <= app._seconds_per_image(Sleepy(0.4, 0.2, 0.01)) < 0.3  # 0.6 s spent after two: no third
+    assert 0.6 <= app._seconds_per_image(Sleepy(0.6, 0.01)) < 0.9  # a slow generator: one try
+
+
+def test_slow_generator_decodes_within_the_budget(slow, monkeypatch):
+    # The allow-list env var (set by local_folders) lets ModelCache() open the tmp folder.
+    monkeypatch.setattr(app, "DECODE_BUDGET_S", 1.0)
+    loaded = app.ModelCache().get(slow)
+    assert 1e-4 < loaded.decode_s < 10 and loaded.frame_budget == int(1.0 / loaded.decode_s)
+    # No budget at all: every strip keeps z0 and both ends, and nothing else.
+    monkeypatch.setattr(app, "DECODE_BUDGET_S", 0.0)
+    monkeypatch.setattr(app, "PROGRESS_EVERY_S", 0.0)  # one frame per chunk: each decoded frame is reported
+    models = app.ModelCache()
+    loaded = models.get(slow)
+    assert loaded.frame_budget == 0 and "Slow generator" in loaded.info and "at most 0 frames" in loaded.info
+    steps, k = 6, 1
+    progress = Recorder()
+    strip, gif, landscape, trajectory = app.traverse(models, 4, k, steps, 1.0, slow, "", "prior", progress)
+    assert progress.calls == [((i, 3), "frames") for i in range(4)]
+    assert strip.size == (strip_width(3, 8), 64)
+    with Image.open(gif) as im:
+        assert im.n_frames == 2 * 3 - 2
+    # The three frames are -end, z0 and +end of the full traversal.
+    gen = loaded.generator
+    path = traverse_both_ways(loaded.flow, gen.sample_latent(1, seed=4), torch.tensor([k]), steps, 1.0)[:, 0]
+    with torch.no_grad():
+        ends = gen.decode(path[[0, steps, 2 * steps]])
+    expected = plots.image_strip(ends, min_size=app.STRIP_MIN_SIZE, highlight=1)
+    assert np.abs(np.asarray(strip).astype(int) - np.asarray(expected).astype(int)).max() <= 1
+    assert landscape.width > 300 and trajectory.width > 300  # drawn from the full paths
+    assert app.frames_note(loaded, steps).startswith("**Frames capped:**")
+    assert "Of the traversal's 13 frames the strip shows 3 and each overview row 3" in app.frames_note(loaded, steps)
+    progress = Recorder()
+    grid = app.overview(models, 4, steps, 1.0, slow, "", "prior", progress)
+    assert grid.size == overview_size(3, 8, ["0: a", "1: b"]) and progress.calls[-1] == ((6, 6), "frames")
+    progress = Recorder()
+    strips, _, table = app.compare(models, 4, k, steps, 1.0, slow, "", "prior", progress)
+    names = [m.name for m in loaded.methods]
+    assert names == ["potentials (loaded)", "axes", "random"]  # no SeFa: no linear layer acts on z
+    assert strips.height == strips_height(3, 8) and progress.calls[-1] == ((9, 9), "frames")
+    assert "each strip shows 3 of its 13 frames" in table and list(table_rows(table)) == names
+    assert table_rows(table)["axes"][3] == "1.0000"  # path shapes come from the full, unthinned paths
+
+
+def test_slow_generator_through_the_client(client, slow, monkeypatch):
+    # A budget of about 8 decodes, timed here (load-time timing on a shared machine may differ: the page says N).
+    gen = app.ModelCache().get(slow).generator
+    monkeypatch.setattr(app, "DECODE_BUDGET_S", 8 * app._seconds_per_image(gen))
+    monkeypatch.setattr(app, "PROGRESS_EVERY_S", 0.0)
+    copy = str(Path(slow).parent / "copy")  # a source the served cache has not loaded before the patch
+    shutil.copytree(slow, copy, dirs_exist_ok=True)
+    info = client.predict(copy, "", api_name="/load")
+    budget = int(re.search(r"decodes at most (\d+) frames", info).group(1))
+    steps = 12
+    shown = len(app.frame_indices(steps, budget))
+    assert 3 <= shown < 2 * steps + 1  # capped
+    job = client.submit(0, 1, steps, 1.0, copy, "", api_name="/traverse")
+    strip, gif, _, _ = job.result(timeout=120)
+    with Image.open(strip) as im:
+        assert im.size == (strip_width(shown, 8), 64)
+    updates = []
+    while not job.communicator.updates.empty():
+        update = job.communicator.updates.get_nowait()
+        updates += [u for u in getattr(update, "progress_data", None) or [] if u.unit == "frames"]
+    assert updates and all(u.length == shown and 0 <= u.index <= shown for u in updates)
+    overview = client.predict(0, steps, 1.0, copy, "", api_name="/overview")
+    row = len(app.frame_indices(steps, budget // 2))
+    with Image.open(overview) as im:
+        assert im.size == overview_size(row, 8, ["0: a", "1: b"])
+    table = client.predict(0, 1, steps, 1.0, copy, "", api_name="/compare")[2]
+    assert f"each strip shows {len(app.frame_indices(steps, budget // 3))} of its 25 frames" in table

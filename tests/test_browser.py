@@ -1,7 +1,8 @@
 """The Space in a real browser: Debian's chromium driven by Playwright picks k, presses Run, and sees the images.
 
 Also what only a browser shows: the page opens already rendered, strip frames keep at least their pixel size, no
-toolbar sits on the strip or the overview, a bad click gives one message, and a failed Load says so in the info line.
+toolbar sits on the strip or the overview, a bad click gives one message, a failed Load says so in the info line,
+picking a shipped model in the picker loads and renders it, and a slow generator's capped frames are said so.
 
 Never downloads a browser: it uses /usr/bin/chromium, and fails (not skips) when that is missing.
 """
@@ -16,7 +17,7 @@ from playwright.sync_api import expect, sync_playwright
 
 import app
 from pdetraversal import plots
-from test_app import free_port, make_potentials
+from test_app import free_port, make_potentials, make_slow_potentials
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
@@ -192,3 +193,55 @@ def test_shipped_default_page_starts_from_an_encoded_sprite(tmp_path):
             assert displayed_frame_width(page, "#strip img", 21, 64) >= 64
     finally:
         demo.close()
+
+
+def test_pick_another_shipped_model_and_see_its_strip(served):
+    url, folder = served
+    # The shipped model with the fewest potentials (the quickest to load); the page's default is a tmp folder.
+    label, source = min(app.shipped_models(), key=lambda model: app.read_config(model[1])["num_potentials"])
+    models = app.ModelCache(allow_local=True)
+    loaded = models.get(source)
+    # The page keeps its controls (seed 0, 10 steps, step 1), resets k to 0 and starts where the model can.
+    expected = app.traverse(models, 0, 0, 10, 1.0, source, "", loaded.start)[0]
+    with chromium_page() as page:
+        page.goto(url)
+        page.wait_for_function(LOADED, arg="#strip img", timeout=60_000)
+        opened = page.eval_on_selector("#strip img", "i => i.src")
+        picker = page.get_by_label("Model (shipped potentials)")
+        expect(picker).to_have_value(f"{folder} (K=3)")  # the default, listed under its own name
+        picker.click()
+        page.get_by_role("option", name=label, exact=True).click()
+        page.wait_for_function(REPLACED, arg=["#strip img", opened], timeout=120_000)
+        expect(picker).to_have_value(label)
+        expect(page.get_by_label("Potentials: Hub repo id or folder")).to_have_value(source)
+        expect(page.locator("#info")).to_contain_text(f"K = {loaded.flow.num_potentials} potentials")
+        src = page.eval_on_selector("#strip img", "i => i.src")
+        shown = Image.open(io.BytesIO(page.request.get(src).body()))
+        assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(expected))
+        assert page.get_by_text("Error").count() == 0
+        assert page.locator("#frames-note").inner_text().strip() == ""  # a VAE decodes well within the budget
+
+
+def test_a_slow_generator_says_its_frames_were_capped(served, tmp_path, monkeypatch):
+    url, _ = served
+    slow = make_slow_potentials(tmp_path)
+    monkeypatch.setattr(app, "DECODE_BUDGET_S", 0.0)  # at load: every strip keeps only z0 and both ends
+    with chromium_page() as page:
+        page.goto(url)
+        page.wait_for_function(LOADED, arg="#strip img", timeout=60_000)
+        opened = page.eval_on_selector("#strip img", "i => i.src")
+        page.get_by_label("Potentials: Hub repo id or folder").fill(slow)
+        page.get_by_role("button", name="Load", exact=True).click()
+        expect(page.locator("#info")).to_contain_text("Slow generator", timeout=60_000)
+        expect(page.get_by_label("Model (shipped potentials)")).to_have_value("")  # not one of the picker's
+        steps = page.get_by_label("number input for Steps each way")
+        steps.fill("4")
+        steps.press("Tab")
+        page.get_by_role("button", name="Run").click()
+        page.wait_for_function(REPLACED, arg=["#strip img", opened], timeout=120_000)
+        note = page.locator("#frames-note")
+        expect(note).to_contain_text("Frames capped", timeout=60_000)
+        expect(note).to_contain_text("Of the traversal's 9 frames the strip shows 3 and each overview row 3")
+        tile = 8 * plots.upscale_factor(8, 8, app.STRIP_MIN_SIZE)
+        assert page.eval_on_selector("#strip img", "i => i.naturalWidth") == 3 * tile + 2 * 4
+        assert page.get_by_text("Error").count() == 0

@@ -152,3 +152,49 @@ def test_overview_has_one_row_per_potential_with_z0_in_the_middle(flow, gen):
         x = margin + 2 * S * (tile + 4)
         expected = np.round(end.numpy() * 255).repeat(tile // 8, 0).repeat(tile // 8, 1)
         assert np.abs(arr[y:y + tile, x:x + tile, 0] - expected).max() <= 1
+
+
+def test_render_draws_on_a_reused_figure_exactly_what_a_fresh_figure_shows(flow):
+    """plots.render keeps one figure per kind and layout and draws it again: the pixels must be a fresh figure's,
+    whatever was drawn on it before (other data, another k, other panel counts in between)."""
+    labels = ["shape", "scale", "spin"]
+    for seed, k, steps in [(0, 1, S), (1, 2, 1), (2, 0, S), (3, 1, 2), (4, 2, S)]:  # 3, 1, 3, 2, 3 panels
+        z0 = torch.randn(1, D, generator=torch.Generator().manual_seed(seed))
+        paths = traverse_both_ways(flow, z0.expand(K, -1), torch.arange(K), steps, 1.0)
+        times = plots.landscape_times(steps)
+        fresh = plots.figure_to_image(plots.landscape_figure(flow, paths[:, k], k, times, title=labels[k]))
+        land = plots.landscape_grid(flow, paths[:, k], k, times).numpy()
+        assert isinstance(land.u, np.ndarray) and isinstance(land.path2d, np.ndarray)
+        np.testing.assert_array_equal(plots.render("landscape", land, k, labels[k]), np.asarray(fresh))
+        fresh = plots.figure_to_image(plots.trajectory_figure(paths, labels, highlight=k, origin_index=steps))
+        np.testing.assert_array_equal(
+            plots.render("trajectory", paths.numpy(), labels, highlight=k, origin_index=steps), np.asarray(fresh))
+        shapes = [paths[:, k], None if seed % 2 else paths[:, (k + 1) % K], paths[:, (k + 2) % K]]
+        notes = [None, "k out of range" if seed % 2 else None, None]
+        titles = [f"m{i}\nstraightness {seed / 10:.3f}" for i in range(3)]
+        fresh = plots.figure_to_image(plots.path_shape_figure(shapes, titles, origin_index=steps, notes=notes))
+        drawn = plots.render("path_shape", [None if p is None else p.numpy() for p in shapes], titles,
+                             origin_index=steps, notes=notes)
+        np.testing.assert_array_equal(drawn, np.asarray(fresh))
+    reused = plots._REUSED[("trajectory",)]
+    plots.render("trajectory", paths.numpy(), labels, highlight=0, origin_index=S)
+    assert plots._REUSED[("trajectory",)] is reused  # drawn again, not made again
+    with pytest.raises(ValueError, match="unknown figure kind 'pie'"):
+        plots.render("pie")
+
+
+def test_a_reused_landscape_keeps_no_old_colour_bars(flow):
+    """Each drawing makes a colour bar; made again on the old bar's axes, each one held on to the last (through
+    matplotlib's layout and removal hooks) until the chain overflowed the stack after ~500 drawings."""
+    import gc
+
+    from matplotlib.colorbar import Colorbar
+    z0 = torch.randn(1, D, generator=torch.Generator().manual_seed(9))
+    paths = traverse_both_ways(flow, z0.expand(K, -1), torch.arange(K), S, 1.0)
+    land = plots.landscape_grid(flow, paths[:, 0], 0, plots.landscape_times(S)).numpy()
+    for _ in range(12):
+        plots.render("landscape", land, 0, "again")
+    gc.collect()
+    bars = [o for o in gc.get_objects() if type(o) is Colorbar]
+    landscapes = [fig for key, fig in plots._REUSED.items() if key[0] == "landscape"]
+    assert len(bars) <= len(landscapes) and len(plots._REUSED[("landscape", 3)].axes) == 4
