@@ -9,4 +9,4 @@ the Ada-GVAE posterior sharing of a weakly supervised generator in `pdetraversal
 from .potentials import PotentialFlow
 
 __all__ = ["PotentialFlow"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

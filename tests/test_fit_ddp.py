@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -228,6 +229,7 @@ def test_one_process_does_not_need_accelerate(generator_dir, tmp_path, monkeypat
 
 
 # ------------------------------------------------------------------------------------------ two processes
+@pytest.mark.slow  # over 10 s: run by .ci/run's second step
 def test_two_processes_resume_a_one_process_checkpoint(generator_dir, tmp_path):
     out, dump = tmp_path / "pots", tmp_path / "dump"
     one_process_checkpoint(generator_dir, out, stop_at=4)

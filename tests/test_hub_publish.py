@@ -91,6 +91,7 @@ def test_each_revision_loads_its_own_version(hub, pushed_generator, tmp_path):
         assert flow.traverse(gen.sample_latent(2, seed=0), k=1).tolist() == expected, revision
 
 
+@pytest.mark.slow  # over 10 s: run by .ci/run's second step
 def test_reload_from_cache_offline_after_the_server_is_gone(tmp_path):
     server = LocalHub(tmp_path / "storage").start()
     env = {"HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "home")}

@@ -49,6 +49,7 @@ def pixels(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+@pytest.mark.slow  # over 10 s: run by .ci/run's second step
 def test_quick_run_prints_a_row_per_endpoint_without_errors():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "bench/load.py", "--quick"], cwd=REPO_ROOT, env=env, capture_output=True,
@@ -68,6 +69,7 @@ def test_quick_run_prints_a_row_per_endpoint_without_errors():
         assert 0 < p50 <= p95 and rps > 0 and cpu > 0 and client > 0, out
 
 
+@pytest.mark.slow  # over 10 s: run by .ci/run's second step
 def test_profile_times_every_stage_of_a_request():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "bench/load.py", "--profile", "--requests", "1"], cwd=REPO_ROOT, env=env,

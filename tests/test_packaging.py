@@ -251,6 +251,7 @@ def _sha256(path: Path) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
 
 
+@pytest.mark.slow  # over 10 s: run by .ci/run's second step
 def test_pip_install_into_a_fresh_venv(tmp_path):
     before = _snapshot(REPO)
     src, python = _install(tmp_path / "wheel", editable=False)
@@ -286,6 +287,7 @@ def test_pip_install_into_a_fresh_venv(tmp_path):
     assert _snapshot(REPO) == before, "the install left files in the repository"
 
 
+@pytest.mark.slow  # over 10 s: run by .ci/run's second step
 def test_editable_install_uses_the_source_tree(tmp_path):
     src, python = _install(tmp_path / "editable", editable=True)
     elsewhere = tmp_path / "elsewhere"

@@ -151,6 +151,7 @@ def test_report_json_holds_the_tables_cells(setup):
         assert f"| {label} | {v['K']} | {v['step']:.4f} | " + " | ".join(row["cells"][1:]) + " |" in setup["text"]
 
 
+@pytest.mark.slow  # over 10 s: run by .ci/run's second step
 def test_parallel_jobs_give_the_serial_numbers(tmp_path):
     # Two worker processes (spawn) against this process, on a shipped generator at the smoke size: same cells.
     import json
