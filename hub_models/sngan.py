@@ -22,12 +22,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from .base import Generator
-
-
-def _check_sizes(owner: str, **sizes) -> None:
-    for name, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+from .conv_vae import _check_sizes
 
 
 def _batch_norm(layer: nn.BatchNorm2d, x: torch.Tensor, frozen: bool) -> torch.Tensor:
