@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import safetensors.torch
 import torch
 
 pytest.importorskip("diffusers")
@@ -17,6 +16,7 @@ from hub_models.consistency import ConsistencyGenerator  # noqa: E402
 from pdetraversal import PotentialFlow  # noqa: E402
 from pdetraversal.hub import CheckpointError  # noqa: E402
 from pdetraversal.losses import jacobian_vector_product  # noqa: E402
+from test_ddim import BAD_UNET_CHECKPOINTS, _rewrite_weights  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
@@ -209,19 +209,7 @@ def test_loads_from_the_hub_by_repo_id_and_revision(hub, conditional_dir):
     assert gen.class_label == 5 and torch.equal(gen.decode(z), local.decode(z))
 
 
-def _rewrite_weights(folder: Path, change) -> None:
-    state = safetensors.torch.load_file(str(folder / WEIGHTS))
-    change(state)
-    safetensors.torch.save_file(state, str(folder / WEIGHTS))
-
-
-@pytest.mark.parametrize("change, message", [
-    (lambda s: s.pop("conv_in.weight"), "missing key 'conv_in.weight'"),
-    (lambda s: s.update({"conv_in.weight": torch.zeros(8, 3, 5, 5)}),
-     r"key 'conv_in.weight' has shape \(8, 3, 5, 5\), the model expects \(8, 3, 3, 3\)"),
-    (lambda s: s.update({"extra.bias": torch.zeros(3)}), "unexpected key 'extra.bias'"),
-    (lambda s: s["conv_out.bias"].fill_(float("nan")), "non-finite values .* 'conv_out.bias'"),
-])
+@pytest.mark.parametrize("change, message", BAD_UNET_CHECKPOINTS)
 def test_a_bad_unet_checkpoint_is_an_error_naming_the_tensor(pipeline_dir, tmp_path, change, message):
     bad = tmp_path / "bad"
     shutil.copytree(pipeline_dir, bad)

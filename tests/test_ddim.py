@@ -131,13 +131,18 @@ def _rewrite_weights(folder: Path, change) -> None:
     safetensors.torch.save_file(state, str(folder / WEIGHTS))
 
 
-@pytest.mark.parametrize("change, message", [
+# A UNet checkpoint changed in place, and the error that names what is wrong (tests/test_consistency.py too: both
+# pipelines load their UNet through hub_models/unet_pipeline.py).
+BAD_UNET_CHECKPOINTS = [
     (lambda s: s.pop("conv_in.weight"), "missing key 'conv_in.weight'"),
     (lambda s: s.update({"conv_in.weight": torch.zeros(8, 3, 5, 5)}),
      r"key 'conv_in.weight' has shape \(8, 3, 5, 5\), the model expects \(8, 3, 3, 3\)"),
     (lambda s: s.update({"extra.bias": torch.zeros(3)}), "unexpected key 'extra.bias'"),
     (lambda s: s["conv_out.bias"].fill_(float("nan")), "non-finite values .* 'conv_out.bias'"),
-])
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_UNET_CHECKPOINTS)
 def test_a_bad_unet_checkpoint_is_an_error_naming_the_tensor(pipeline_dir, tmp_path, change, message):
     bad = tmp_path / "bad"
     shutil.copytree(pipeline_dir, bad)

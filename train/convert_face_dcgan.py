@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
-import os
 import pickle
 import shlex
 import sys
@@ -40,6 +39,7 @@ from hub_models import load_generator  # noqa: E402
 from hub_models.base import GENERATOR_WEIGHTS  # noqa: E402
 from hub_models.face_dcgan import FaceDCGAN  # noqa: E402  (registers the class for load_generator)
 from pdetraversal.hub import CheckpointError  # noqa: E402
+from train.flags import hardware  # noqa: E402
 
 PACKAGE = "gan_face_generate"
 PACKAGE_VERSION = "1.1.1"
@@ -158,13 +158,6 @@ def image_speed(gen: FaceDCGAN, n: int = 32, seed: int = 3) -> tuple[float, floa
     _, jv = jvp(gen.decode, (z,), (v,))
     rms = jv.flatten(1).pow(2).mean(dim=1).sqrt()
     return float(rms.mean()), float(rms.std())
-
-
-def hardware(args) -> str:
-    if args.hardware:
-        return args.hardware
-    threads = torch.get_num_threads()
-    return f"{os.cpu_count()} CPU cores, {threads} torch thread{'s' if threads != 1 else ''}"
 
 
 def write_card(out: Path, command: str, args, facts: dict) -> None:

@@ -1,4 +1,5 @@
-"""Argument types shared by the training scripts: numbers that must be finite and in range (no paper equation).
+"""Argument types and helpers shared by the training scripts: numbers that must be finite and in range, and the
+card's hardware line (no paper equation).
 
 argparse's `type=float` accepts "nan" and "inf", and NaN fails every comparison, so each check tests for what is
 wanted (value > 0 and finite) rather than against what is not.
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 
 def positive(kind):
@@ -31,3 +33,13 @@ def non_negative(text):
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+def hardware(args) -> str:
+    """The card's hardware line: --hardware as given, else the CPU count and torch's threads."""
+    import torch
+
+    if args.hardware:
+        return args.hardware
+    threads = torch.get_num_threads()
+    return f"{os.cpu_count()} CPU cores, {threads} torch thread{'s' if threads != 1 else ''}"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shlex
 import sys
 import time
@@ -46,6 +45,7 @@ from tqdm import tqdm  # noqa: E402
 from hub_models.fashion_vae import FashionVAE  # noqa: E402
 from pdetraversal import losses  # noqa: E402
 from pdetraversal.data import fashion_mnist  # noqa: E402
+from train.flags import hardware, positive  # noqa: E402
 
 EVAL_NUM = 2000
 EVAL_SEED = 777  # which test pictures, and the posterior samples drawn for them
@@ -59,12 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the Fashion-MNIST conv VAE and save it in Hub layout with a card and a sample grid.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--max-steps", type=int, default=7000, help="number of Adam steps")
-    p.add_argument("--batch-size", type=int, default=64, help="pictures per step")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--latent-dim", type=int, default=16, help="dimension of z")
-    p.add_argument("--width", type=int, default=32, help="channels of the first conv layer (later layers: 2x)")
-    p.add_argument("--hidden-dim", type=int, default=256, help="width of the fully connected layer")
+    p.add_argument("--max-steps", type=positive(int), default=7000, help="number of Adam steps")
+    p.add_argument("--batch-size", type=positive(int), default=64, help="pictures per step")
+    p.add_argument("--lr", type=positive(float), default=1e-3, help="Adam learning rate")
+    p.add_argument("--latent-dim", type=positive(int), default=16, help="dimension of z")
+    p.add_argument("--width", type=positive(int), default=32, help="channels of the first conv layer (later layers: 2x)")
+    p.add_argument("--hidden-dim", type=positive(int), default=256, help="width of the fully connected layer")
     p.add_argument("--kl-warmup", type=int, default=300,
                    help="steps over which the KL weight rises from 0 to 1 (0: off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, the shuffles and the posterior samples")
@@ -81,14 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("max_steps", "batch_size", "latent_dim", "width", "hidden_dim"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    # sizes and --lr are checked by their argparse types (train/flags.py)
     for name in ("kl_warmup", "num_threads"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        parser.error(f"--lr must be a positive number, got {args.lr}")
     return args
 
 
@@ -146,13 +142,6 @@ def write_samples(model: FashionVAE, path: Path) -> None:
     ax.imshow(tile, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     fig.savefig(path, dpi=100)
-
-
-def hardware(args) -> str:
-    if args.hardware:
-        return args.hardware
-    threads = torch.get_num_threads()
-    return f"{os.cpu_count()} CPU cores, {threads} torch thread{'s' if threads != 1 else ''}"
 
 
 def write_card(out: Path, command: str, args, final: dict, held: dict, seconds: float, num_params: int,

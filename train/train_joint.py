@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shlex
 import sys
 import time
@@ -88,7 +87,7 @@ from tqdm import tqdm  # noqa: E402
 from hub_models.base import Generator  # noqa: E402
 from hub_models.dsprites_vae import DSpritesVAE  # noqa: E402
 from hub_models.mnist_vae import MNISTVAE  # noqa: E402
-from train.flags import non_negative, positive  # noqa: E402
+from train.flags import hardware, non_negative, positive  # noqa: E402
 from pdetraversal import PotentialFlow, losses, pde  # noqa: E402
 from pdetraversal.data import dsprites, dsprites_moves, mnist  # noqa: E402
 from pdetraversal.metrics.path_shape import format_diagnostics, path_diagnostics  # noqa: E402
@@ -409,13 +408,6 @@ def evaluate(model: Generator, flow: PotentialFlow | None, num: int, beta: float
         out[f"eq_{name}_per_k"] = [err[steps & (k_all == j)].mean().item() for j in range(len(spec.labels))]
         out[f"eq_{name}_per_t"] = [err[t][steps[t]].mean().item() for t in range(num_steps)]
     return out
-
-
-def hardware(args) -> str:
-    if args.hardware:
-        return args.hardware
-    threads = torch.get_num_threads()
-    return f"{os.cpu_count()} CPU cores, {threads} torch thread{'s' if threads != 1 else ''}"
 
 
 def equivariance_table(held: dict, labels) -> str:

@@ -49,6 +49,7 @@ from tqdm import tqdm  # noqa: E402
 from hub_models.sngan import SNGANDiscriminator, SNGANGenerator  # noqa: E402
 from pdetraversal.data import fashion_mnist  # noqa: E402
 from pdetraversal.plots import grid, image_strip  # noqa: E402
+from train.flags import non_negative, positive  # noqa: E402
 
 LATENT_DIM = 128
 SMALL = {"width": 32, "d_width": 32, "n_dis": 1, "batch_size": 64, "max_steps": 1500}
@@ -61,19 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--full", action="store_true",
                    help=f"the paper-size model and schedule (defaults {FULL}) instead of the small CPU one ({SMALL})")
-    p.add_argument("--max-steps", type=int, help="generator steps (default 1500, or 50000 with --full)")
-    p.add_argument("--batch-size", type=int, help="images per D and per G step (default 64)")
-    p.add_argument("--n-dis", type=int, help="discriminator steps per generator step (default 1, or 5 with --full)")
-    p.add_argument("--width", type=int, help="generator channels (default 32, or 256 with --full)")
-    p.add_argument("--d-width", type=int, help="discriminator channels (default 32, or 128 with --full)")
-    p.add_argument("--max-minutes", type=float, default=0.0,
+    p.add_argument("--max-steps", type=positive(int), help="generator steps (default 1500, or 50000 with --full)")
+    p.add_argument("--batch-size", type=positive(int), help="images per D and per G step (default 64)")
+    p.add_argument("--n-dis", type=positive(int), help="discriminator steps per generator step (default 1, or 5 with --full)")
+    p.add_argument("--width", type=positive(int), help="generator channels (default 32, or 256 with --full)")
+    p.add_argument("--d-width", type=positive(int), help="discriminator channels (default 32, or 128 with --full)")
+    p.add_argument("--max-minutes", type=non_negative, default=0.0,
                    help="wall-clock budget: stop after the generator step that passes it (0 = none); the card then "
                         "gives the --max-steps that redoes the same run")
-    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate of G and D")
+    p.add_argument("--lr", type=positive(float), default=2e-4, help="Adam learning rate of G and D")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, the latents and the batches")
     p.add_argument("--classifier-steps", type=int, default=500,
                    help="Adam steps (batch 128) of the evaluation classifier; 0 skips the evaluation")
-    p.add_argument("--eval-samples", type=int, default=2000, help="generated and real pictures evaluated")
+    p.add_argument("--eval-samples", type=positive(int), default=2000, help="generated and real pictures evaluated")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--num-threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     p.add_argument("--hardware", default="", help="words for the card, e.g. '2 CPU cores, 1 torch thread, shared'")
@@ -88,15 +89,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name, value in (FULL if args.full else SMALL).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    for name in ("max_steps", "batch_size", "n_dis", "width", "d_width", "eval_samples"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    # sizes, --lr and --max-minutes are checked by their argparse types (train/flags.py)
     if args.classifier_steps < 0 or args.num_threads < 0:
         parser.error("--classifier-steps and --num-threads must be >= 0")
-    if not (args.max_minutes >= 0 and math.isfinite(args.max_minutes)):
-        parser.error(f"--max-minutes must be a non-negative number, got {args.max_minutes}")
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        parser.error(f"--lr must be a positive number, got {args.lr}")
     return args
 
 
