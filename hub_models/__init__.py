@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pdetraversal.hub import CheckpointError, check_download_size, resolve_file
+from pdetraversal.hub import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, check_download_size, read_json, resolve_file
 
-from .base import GENERATOR_CONFIG, GENERATOR_WEIGHTS, REGISTRY, Generator, read_json, subpath
+from .base import GENERATOR_CONFIG, GENERATOR_WEIGHTS, REGISTRY, Generator, subpath
 from .mlp import MLPGenerator
 from .dsprites_vae import DSpritesVAE
 from .mnist_vae import MNISTVAE
@@ -107,7 +107,6 @@ def load_flow_and_generator(potentials: str | os.PathLike, revision: str | None 
     With `max_download_bytes`, each Hub repo is first checked to need at most that much (see check_download_size).
     """
     from pdetraversal.baselines import load_traversal
-    from pdetraversal.hub import CONFIG_NAME, WEIGHTS_NAME
 
     def pinned(source: str, rev: str | None, subfolder: str | None, files: tuple[str, ...]) -> str | None:
         if max_download_bytes is None or os.path.isdir(source):

@@ -18,7 +18,6 @@ non-finite weights are refused; only safetensors is read. Weights stored in half
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -26,23 +25,12 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import FrozenDict
 
-from pdetraversal.hub import CheckpointError, _check_shapes, header_shapes, resolve_file
+from pdetraversal.hub import CheckpointError, _check_shapes, header_shapes, read_json, resolve_file
 from pdetraversal.hub import in_subfolder as subpath
 
 REGISTRY: dict[str, type["Generator"]] = {}
 GENERATOR_WEIGHTS = "diffusion_pytorch_model.safetensors"
 GENERATOR_CONFIG = "config.json"
-
-
-def read_json(path: str, what: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{what} is not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{what} is not a JSON object")
-    return data
 
 
 def load_model_strict(cls: type[ModelMixin], config: dict, root: str, subfolder: str | None, weights: str,

@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pdetraversal.hub import CheckpointError, resolve_file
+from pdetraversal.hub import CheckpointError, read_json, resolve_file
 
-from .base import load_model_strict, read_json, snapshot_root, subpath
+from .base import load_model_strict, snapshot_root, subpath
 
 MODEL_INDEX = "model_index.json"
 UNET_CONFIG = "unet/config.json"

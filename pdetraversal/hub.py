@@ -114,14 +114,21 @@ def in_subfolder(subfolder: str | None, filename: str) -> str:
     return f"{subfolder.strip('/')}/{filename}" if subfolder else filename
 
 
+def read_json(path: str, what: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{what} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{what} is not a JSON object")
+    return data
+
+
 def read_config(repo_id_or_path: str | os.PathLike, revision: str | None = None, subfolder: str | None = None,
                 **download_kwargs) -> dict:
     path = resolve_file(repo_id_or_path, in_subfolder(subfolder, CONFIG_NAME), revision, **download_kwargs)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{CONFIG_NAME} of {repo_id_or_path} is not valid JSON: {e}") from e
+    return read_json(path, f"{CONFIG_NAME} of {repo_id_or_path}")
 
 
 def header_shapes(weights_file: str) -> dict[str, tuple[int, ...]]:
