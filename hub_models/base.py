@@ -18,7 +18,6 @@ non-finite weights are refused; only safetensors is read. Weights stored in half
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
