@@ -26,8 +26,7 @@ import torch  # noqa: E402
 from hub_models import load_flow_and_generator  # noqa: E402
 from pdetraversal import plots  # noqa: E402
 from pdetraversal.potentials import traverse_both_ways  # noqa: E402
-
-STRIP_MIN_SIZE = 64  # app.STRIP_MIN_SIZE (not imported: gradio's import would dominate a cold run)
+from pdetraversal.space.frames import STRIP_MIN_SIZE  # noqa: E402  (the Space's own; gradio is not imported)
 
 TARGETS = {"traversal + landscape (the /traverse request)": 1.0, "overview of all K (the /overview request)": 2.0}
 
@@ -73,7 +72,7 @@ def main() -> None:
     def trajectory():
         return plots.figure_to_image(plots.trajectory_figure(paths, highlight=k, origin_index=steps))
 
-    def traverse_request():  # what app.traverse does after its input checks
+    def traverse_request():  # what pdetraversal.space.handlers.traverse does after its checks
         p = traverse_both_ways(flow, z0.expand(num_potentials, -1), all_k, steps, step_size)
         f = plots.decode_frames(gen, p[:, k:k + 1])[:, 0]
         plots.image_strip(f, min_size=STRIP_MIN_SIZE, highlight=steps)

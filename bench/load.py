@@ -67,9 +67,11 @@ def serve(potentials: str, port: int, threads: int, render_processes: int | None
     import torch
     torch.set_num_threads(threads)
     import app
+    from pdetraversal.space.public import MAX_STEP_SIZE, MAX_STEPS
+    from pdetraversal.space.render import Renderer
 
     if render_processes is not None:
-        app.RENDERER = app.Renderer(render_processes)
+        app.RENDERER = Renderer(render_processes)  # build_demo reads it
     if concurrency is not None:
         app.RENDER_CONCURRENCY = concurrency  # build_demo reads it
 
@@ -83,7 +85,7 @@ def serve(potentials: str, port: int, threads: int, render_processes: int | None
     start = "data" if generator.data_latent(1, seed=0) is not None else "prior"
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     settings = {"url": demo.local_url, "num_potentials": flow.num_potentials,
-                "num_steps": min(flow.num_timesteps, app.MAX_STEPS), "step_size": min(flow.step_size, app.MAX_STEP_SIZE),
+                "num_steps": min(flow.num_timesteps, MAX_STEPS), "step_size": min(flow.step_size, MAX_STEP_SIZE),
                 "start": start, "torch_threads": torch.get_num_threads(),
                 "concurrency": app.RENDER_CONCURRENCY,
                 "render_processes": processes}
@@ -255,6 +257,10 @@ def profile(potentials: str, requests: int, threads: int) -> None:
     from gradio import processing_utils
 
     from pdetraversal import plots
+    from pdetraversal.space import frames, handlers
+    from pdetraversal.space.models import ModelCache
+    from pdetraversal.space.public import MAX_STEP_SIZE, MAX_STEPS
+    from pdetraversal.space.render import Renderer
 
     stages: dict[str, float] = {}
 
@@ -267,27 +273,20 @@ def profile(potentials: str, requests: int, threads: int) -> None:
                 stages[name] = stages.get(name, 0.0) + time.perf_counter() - begun
         return run
 
-    app.traverse_both_ways = timed("traversal (all K, both ways)", app.traverse_both_ways)
-    app._decode = timed("decoding the frames", app._decode)
+    handlers.traverse_both_ways = timed("traversal (all K, both ways)", handlers.traverse_both_ways)
+    frames.decode_frames = timed("decoding the frames", frames.decode_frames)
     plots.landscape_grid = timed("landscape grid (u and its gradient)", plots.landscape_grid)
     plots.image_strip = timed("strips", plots.image_strip)
     plots.grid = timed("grid of the strips", plots.grid)
     plots.animated_gif = timed("GIF", plots.animated_gif)
-    render = getattr(plots, "render", None)
-    if render is not None:
-        for kind, build in list(plots.FIGURES.items()):
-            plots.FIGURES[kind] = timed(f"{kind} figure: artists", build)
-        plots.render = lambda kind, *a, **kw: timed(f"{kind} figure: artists + drawing", render)(kind, *a, **kw)
-    else:  # an app.py from before the render processes: each figure built and drawn by app._draw, in this order
-        plots.landscape_figure = timed("landscape figure: artists (and its grid)", plots.landscape_figure)
-        plots.trajectory_figure = timed("trajectory figure: artists", plots.trajectory_figure)
-        draw = app._draw
-        app._draw = lambda figure: timed(("landscape", "trajectory")[sum(n.endswith("drawing") for n in stages)]
-                                         + " figure: artists + drawing", draw)(figure)
+    render = plots.render
+    for kind, build in list(plots.FIGURES.items()):
+        plots.FIGURES[kind] = timed(f"{kind} figure: artists", build)
+    plots.render = lambda kind, *a, **kw: timed(f"{kind} figure: artists + drawing", render)(kind, *a, **kw)
 
-    models = app.ModelCache(allow_local=True)
+    models = ModelCache(allow_local=True)
     loaded = models.get(potentials)
-    steps, step = min(loaded.flow.num_timesteps, app.MAX_STEPS), min(loaded.flow.step_size, app.MAX_STEP_SIZE)
+    steps, step = min(loaded.flow.num_timesteps, MAX_STEPS), min(loaded.flow.step_size, MAX_STEP_SIZE)
     seeds = iter(range(200_000, 300_000))  # distinct requests: the output cache never answers
 
     def one(endpoint: str) -> tuple[dict, float, tuple]:
@@ -295,10 +294,10 @@ def profile(potentials: str, requests: int, threads: int) -> None:
         seed = next(seeds)
         begun = time.perf_counter()
         if endpoint == "/traverse":
-            answer = app.traverse(models, seed, seed % loaded.flow.num_potentials, steps, step, potentials, "",
+            answer = handlers.traverse(models, seed, seed % loaded.flow.num_potentials, steps, step, potentials, "",
                                   loaded.start)
         else:
-            answer = (app.overview(models, seed, steps, step, potentials, "", loaded.start),)
+            answer = (handlers.overview(models, seed, steps, step, potentials, "", loaded.start),)
         return dict(stages), time.perf_counter() - begun, answer
 
     def medians(endpoint: str) -> tuple[dict, float, tuple]:
@@ -313,8 +312,7 @@ def profile(potentials: str, requests: int, threads: int) -> None:
           f"{load_average()}")
     cache = tempfile.mkdtemp(prefix="load-profile-")
     for endpoint in ("/traverse", "/overview"):
-        if render is not None:
-            app.RENDERER = app.Renderer(0)  # figures drawn here, one after the other: each is timed alone
+        models.renderer = Renderer(0)  # figures drawn here, one after the other: each is timed alone
         times, total, answer = medians(endpoint)
         print(f"{endpoint}, figures drawn in this process")
         for name, t in times.items():
@@ -329,13 +327,13 @@ def profile(potentials: str, requests: int, threads: int) -> None:
                 processing_utils.save_pil_to_cache(value, cache, format="png")
                 what = f"output {i}: PNG for gradio ({value.width}x{value.height})"
             print(f"  {what:<44} {(time.perf_counter() - begun) * 1e3:8.1f}")
-        if endpoint == "/traverse" and render is not None:
+        if endpoint == "/traverse":
             plots.render, timed_render = render, plots.render  # the pool sends plots.render itself
-            app.RENDERER = app.Renderer(app.RENDER_PROCESSES)
-            if app.RENDERER.wait_started():
+            models.renderer = Renderer(app.RENDER_PROCESSES)
+            if models.renderer.wait_started():
                 _, total, _ = medians(endpoint)
                 print(f"  {f'the whole handler, {app.RENDER_PROCESSES} render processes':<44} {total * 1e3:8.1f}")
-            app.RENDERER.shutdown()
+            models.renderer.shutdown()
             plots.render = timed_render
     shutil.rmtree(cache, ignore_errors=True)
 
@@ -365,7 +363,7 @@ def profile(potentials: str, requests: int, threads: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--potentials", default="hub_models/dsprites-vae-potentials",
-                        help="folder or Hub repo id (default: the embedded default, app.SHIPPED_POTENTIALS)")
+                        help="folder or Hub repo id (default: the embedded default, SHIPPED_POTENTIALS)")
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--requests", type=int, default=5, help="requests per user and endpoint")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per endpoint phase, at most")

@@ -29,6 +29,10 @@ from pdetraversal.baselines import LinearPotential, WarpedSpace
 from pdetraversal.data import dsprites
 from pdetraversal.metrics.path_shape import mean_step, path_shape
 from pdetraversal.potentials import traverse_both_ways
+from pdetraversal.space import handlers
+from pdetraversal.space.frames import STRIP_MIN_SIZE, frame_indices, frames_note, seconds_per_image
+from pdetraversal.space.models import SHIPPED_DIR, ModelCache, shipped_models
+from pdetraversal.space.public import ALLOW_LOCAL_ENV, REPO_ROOT, SHIPPED_POTENTIALS, RequestError, public_text
 
 STEPS = 3
 
@@ -94,7 +98,7 @@ def fixtures(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def local_folders(monkeypatch):
     """The fixtures are tmp folders: serve any folder, as for local use (the public rule has its own tests below)."""
-    monkeypatch.setenv(app.ALLOW_LOCAL_ENV, "1")
+    monkeypatch.setenv(ALLOW_LOCAL_ENV, "1")
 
 
 @contextlib.contextmanager
@@ -127,8 +131,8 @@ def strip_width(num_frames: int, image_size: int) -> int:
 
 
 def strip_tile(image_size: int) -> int:
-    """A strip frame's side: the image upscaled by whole factors to at least app.STRIP_MIN_SIZE = 64 px."""
-    return image_size * plots.upscale_factor(image_size, image_size, app.STRIP_MIN_SIZE)
+    """A strip frame's side: the image upscaled by whole factors to at least STRIP_MIN_SIZE = 64 px."""
+    return image_size * plots.upscale_factor(image_size, image_size, STRIP_MIN_SIZE)
 
 
 def test_named_endpoints(client):
@@ -236,7 +240,7 @@ def test_start_defaults_to_prior_and_data_needs_an_encoder(client, fixtures):
     omitted = client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", api_name="/traverse")[0]
     prior = client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", "prior", api_name="/traverse")[0]
     assert np.array_equal(np.asarray(Image.open(omitted)), np.asarray(Image.open(prior)))
-    assert app.ModelCache().get(fixtures["main"]).start == "prior"  # what the page preselects for it
+    assert ModelCache().get(fixtures["main"]).start == "prior"  # what the page preselects for it
     with pytest.raises(Exception, match="MLPGenerator cannot encode training images: start from 'prior' instead"):
         client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", "data", api_name="/traverse")
     with pytest.raises(Exception, match="cannot encode"):
@@ -273,7 +277,7 @@ def test_a_config_naming_a_bad_generator_gives_a_clear_error(client, fixtures, t
 
 
 def test_model_cache_is_a_small_lru(fixtures, tmp_path):
-    cache = app.ModelCache(size=2)
+    cache = ModelCache(size=2)
     first = cache.get(fixtures["main"])
     assert cache.get(f"  {fixtures['main']} ", "") is first  # same key after stripping; "" means no revision
     third = make_potentials(tmp_path, 2)
@@ -287,13 +291,13 @@ def test_hub_repo_size_cap(hub, fixtures, monkeypatch):
 
     HfApi().create_repo("tester/app-potentials", exist_ok=True)
     HfApi().upload_folder(repo_id="tester/app-potentials", folder_path=fixtures["main"])
-    loaded = app.ModelCache().get("tester/app-potentials")
+    loaded = ModelCache().get("tester/app-potentials")
     assert loaded.flow.num_potentials == 3
-    monkeypatch.setattr(app, "MAX_HUB_DOWNLOAD_MB", 1e-4)  # 100 bytes
-    with pytest.raises(app.gr.Error, match="over the download limit of 0.0001 MB"):
-        app.ModelCache().get("tester/app-potentials")
-    with pytest.raises(app.gr.Error, match="not found"):
-        app.ModelCache().get("tester/no-such-repo")
+    monkeypatch.setattr("pdetraversal.space.models.MAX_HUB_DOWNLOAD_MB", 1e-4)  # 100 bytes
+    with pytest.raises(RequestError, match="over the download limit of 0.0001 MB"):
+        ModelCache().get("tester/app-potentials")
+    with pytest.raises(RequestError, match="not found"):
+        ModelCache().get("tester/no-such-repo")
 
 
 # ------------------------------------------------------------------------------------------- the public page
@@ -317,7 +321,7 @@ def test_public_page_serves_only_the_allowed_folders(hub, public, fixtures):
     # Allowed: the default potentials' folder and the shipped folders (here the fixtures' shipped_dir).
     assert "K = 3" in client.predict(fixtures["main"], "", api_name="/load")
     assert "K = 3" in client.predict(fixtures["shipped"], "", api_name="/load")
-    assert "fixture-potentials" in app.ModelCache(shipped_dir=fixtures["shipped_dir"], allow_local=False).get(
+    assert "fixture-potentials" in ModelCache(shipped_dir=fixtures["shipped_dir"], allow_local=False).get(
         fixtures["shipped"]).info
     # Hub repo ids are still looked up on the Hub.
     assert "Hub repo 'tester/none-such' not found" in error_of(
@@ -325,17 +329,17 @@ def test_public_page_serves_only_the_allowed_folders(hub, public, fixtures):
 
 
 def test_allow_local_paths_setting(fixtures, monkeypatch):
-    monkeypatch.delenv(app.ALLOW_LOCAL_ENV)
-    with pytest.raises(app.gr.Error, match="not served here"):
-        app.ModelCache().get(fixtures["other"])  # the default: the public rule
-    monkeypatch.setenv(app.ALLOW_LOCAL_ENV, "0")
-    with pytest.raises(app.gr.Error, match="not served here"):
-        app.ModelCache().get(fixtures["other"])
-    monkeypatch.setenv(app.ALLOW_LOCAL_ENV, "1")
-    assert app.ModelCache().get(fixtures["other"]).flow.num_potentials == 5
-    assert app.ModelCache(allow_local=False).allowed_folders() >= {
-        (app.SHIPPED_DIR / "dsprites-vae-potentials").resolve(), (app.SHIPPED_DIR / "dsprites-vae").resolve()}
-    assert app.ModelCache(allow_local=True).allowed_folders() is None
+    monkeypatch.delenv(ALLOW_LOCAL_ENV)
+    with pytest.raises(RequestError, match="not served here"):
+        ModelCache().get(fixtures["other"])  # the default: the public rule
+    monkeypatch.setenv(ALLOW_LOCAL_ENV, "0")
+    with pytest.raises(RequestError, match="not served here"):
+        ModelCache().get(fixtures["other"])
+    monkeypatch.setenv(ALLOW_LOCAL_ENV, "1")
+    assert ModelCache().get(fixtures["other"]).flow.num_potentials == 5
+    assert ModelCache(allow_local=False).allowed_folders() >= {
+        (SHIPPED_DIR / "dsprites-vae-potentials").resolve(), (SHIPPED_DIR / "dsprites-vae").resolve()}
+    assert ModelCache(allow_local=True).allowed_folders() is None
 
 
 def test_public_page_refuses_a_hub_config_naming_a_local_generator(hub, public, fixtures, tmp_path):
@@ -366,7 +370,7 @@ def test_messages_name_files_without_server_paths(hub, public, fixtures, monkeyp
     client, _ = public
     # A corrupt folder in the allow-list; the fixtures' root plays the repository root.
     root = Path(fixtures["shipped_dir"]).parent
-    monkeypatch.setattr(app, "REPO_ROOT", root)
+    monkeypatch.setattr("pdetraversal.space.public.REPO_ROOT", root)
     broken = Path(fixtures["shipped_dir"]) / "broken-potentials"
     broken.mkdir()
     try:
@@ -386,8 +390,8 @@ def test_messages_name_files_without_server_paths(hub, public, fixtures, monkeyp
                         repo_id="tester/app-corrupt")
     HfApi().upload_file(path_or_fileobj=b"garbage bytes", path_in_repo="model.safetensors",
                         repo_id="tester/app-corrupt")
-    with pytest.raises(app.gr.Error) as err:  # what the loader itself says: the cache path is in it
-        app.ModelCache().get("tester/app-corrupt")
+    with pytest.raises(RequestError) as err:  # what the loader itself says: the cache path is in it
+        ModelCache().get("tester/app-corrupt")
     assert constants.HF_HUB_CACHE in err.value.message
     message = error_of(lambda: client.predict("tester/app-corrupt", "", api_name="/load"))
     assert ("Could not load potentials from 'tester/app-corrupt': model.safetensors is not a readable safetensors "
@@ -400,20 +404,21 @@ def test_public_strips_repo_root_and_hub_cache():
 
     cache = os.path.abspath(constants.HF_HUB_CACHE)
     snapshot = os.path.join(cache, "models--a--b", "snapshots", "0123abcd", "model.safetensors")
-    assert app._public(f"{snapshot} is bad") == "model.safetensors is bad"
-    assert app._public(f"lock at '{os.path.join(cache, '.locks', 'x')}'") == "lock at '(Hub cache)'"
-    assert app._public(f"{app.REPO_ROOT / 'hub_models' / 'x' / 'config.json'} of {app.REPO_ROOT}") == \
+    assert public_text(f"{snapshot} is bad") == "model.safetensors is bad"
+    assert public_text(f"lock at '{os.path.join(cache, '.locks', 'x')}'") == "lock at '(Hub cache)'"
+    assert public_text(f"{REPO_ROOT / 'hub_models' / 'x' / 'config.json'} of {REPO_ROOT}") == \
         "hub_models/x/config.json of ."
-    assert app._public("user/name: 'hub_models/x' and /etc") == "user/name: 'hub_models/x' and /etc"
-    assert app._public(f"{app.REPO_ROOT}-copy/x") == f"{app.REPO_ROOT}-copy/x"  # another folder: left alone
+    assert public_text("user/name: 'hub_models/x' and /etc") == "user/name: 'hub_models/x' and /etc"
+    assert public_text(f"{REPO_ROOT}-copy/x") == f"{REPO_ROOT}-copy/x"  # another folder: left alone
 
 
 # ------------------------------------------------------------------------------------------- small things
 def test_gif_folder_is_removed_at_exit(tmp_path):
-    script = ("import app, sys; assert app.GIF_DIR.is_dir() and app.GIF_DIR.name.startswith('pdetraversal-gifs-'); "
-              "(app.GIF_DIR / 'a.gif').write_bytes(b'GIF89a'); print(app.GIF_DIR)")
+    script = ("from pdetraversal.space.handlers import GIF_DIR; "
+              "assert GIF_DIR.is_dir() and GIF_DIR.name.startswith('pdetraversal-gifs-'); "
+              "(GIF_DIR / 'a.gif').write_bytes(b'GIF89a'); print(GIF_DIR)")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", script], cwd=app.REPO_ROOT, env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
     folder = Path(done.stdout.strip().splitlines()[-1])
@@ -427,11 +432,11 @@ def test_step_size_slider_starts_above_zero(client):
 
 
 def test_a_failed_load_is_remembered_for_the_info_line(fixtures):
-    cache = app.ModelCache()
-    with pytest.raises(app.gr.Error):
+    cache = ModelCache()
+    with pytest.raises(RequestError):
         cache.get("tester/not-a-repo-at-all")
     assert "Hub repo 'tester/not-a-repo-at-all' not found" in cache.failure(" tester/not-a-repo-at-all ", "")
-    with pytest.raises(app.gr.Error):
+    with pytest.raises(RequestError):
         cache.get("  ")
     assert cache.failure("", None).startswith("Enter a Hub repo id")
     assert cache.failure(fixtures["main"]) is None
@@ -439,38 +444,38 @@ def test_a_failed_load_is_remembered_for_the_info_line(fixtures):
 
 def test_shipped_default_starts_from_encoded_sprites():
     # "data" starts at the VAE's code of the seed's dSprites image: the strip's z0 frame is its reconstruction.
-    models = app.ModelCache()
-    loaded = models.get(app.SHIPPED_POTENTIALS)
+    models = ModelCache()
+    loaded = models.get(SHIPPED_POTENTIALS)
     gen = loaded.generator
     assert loaded.start == "data"
-    z0 = app._start_latent(gen, 5, "data")
+    z0 = handlers._start_latent(gen, 5, "data")
     image = dsprites.sample(1, seed=5)[0]
     with torch.no_grad():
         assert torch.equal(z0, gen.encode(image)[0])
         recon = gen.decode(z0)
     assert ((recon > 0.5) == (image > 0.5)).float().mean() > 0.98
-    strip = app.traverse(models, 5, 2, 4, 1.0, app.SHIPPED_POTENTIALS, "", "data")[0]
+    strip = handlers.traverse(models, 5, 2, 4, 1.0, SHIPPED_POTENTIALS, "", "data")[0]
     tile = strip_tile(64)
     assert tile == 64  # dSprites frames at their own size
     z0_tile = np.asarray(strip)[:, 4 * (tile + 4):4 * (tile + 4) + tile]  # frame 4 of 9: z0
-    expected = np.asarray(plots.image_strip(recon, min_size=app.STRIP_MIN_SIZE))
+    expected = np.asarray(plots.image_strip(recon, min_size=STRIP_MIN_SIZE))
     assert np.abs(z0_tile.astype(int) - expected.astype(int)).max() <= 1
-    assert not np.array_equal(np.asarray(strip), np.asarray(app.traverse(
-        models, 5, 2, 4, 1.0, app.SHIPPED_POTENTIALS, "", "prior")[0]))
+    assert not np.array_equal(np.asarray(strip), np.asarray(handlers.traverse(
+        models, 5, 2, 4, 1.0, SHIPPED_POTENTIALS, "", "prior")[0]))
 
 
 def test_shipped_default_loads_and_renders():
-    folder = app.REPO_ROOT / app.SHIPPED_POTENTIALS
+    folder = REPO_ROOT / SHIPPED_POTENTIALS
     assert folder.is_dir(), f"the embedded default potentials {folder} are missing: the Space would not start"
-    models = app.ModelCache()
-    loaded = models.get(app.SHIPPED_POTENTIALS)
+    models = ModelCache()
+    loaded = models.get(SHIPPED_POTENTIALS)
     assert loaded.flow.config["generator"] and loaded.generator.latent_dim == loaded.flow.latent_dim
-    strip, gif, landscape, trajectory = app.traverse(models, 0, loaded.flow.num_potentials - 1, 5, 1.0,
-                                                     app.SHIPPED_POTENTIALS, "")
+    strip, gif, landscape, trajectory = handlers.traverse(models, 0, loaded.flow.num_potentials - 1, 5, 1.0,
+                                                     SHIPPED_POTENTIALS, "")
     c, h, w = loaded.generator.decode(loaded.generator.sample_latent(1, seed=0)).shape[1:]
-    assert strip.height == h * plots.upscale_factor(h, w, app.STRIP_MIN_SIZE)
+    assert strip.height == h * plots.upscale_factor(h, w, STRIP_MIN_SIZE)
     assert Path(gif).is_file() and landscape.width > 300 and trajectory.width > 300
-    grid = app.overview(models, 0, 5, 1.0, app.SHIPPED_POTENTIALS, "")
+    grid = handlers.overview(models, 0, 5, 1.0, SHIPPED_POTENTIALS, "")
     tile = h * plots.upscale_factor(h, w, 64)
     assert grid.height == loaded.flow.num_potentials * tile + (loaded.flow.num_potentials - 1) * 4
 
@@ -519,7 +524,7 @@ def test_compare_shows_every_method_of_the_generator(client, fixtures):
 def test_compare_numbers_are_those_of_the_traversals(client, fixtures):
     table = client.predict(7, 1, STEPS, 0.8, fixtures["main"], "", api_name="/compare")[2]
     rows = table_rows(table)
-    loaded = app.ModelCache().get(fixtures["main"])
+    loaded = ModelCache().get(fixtures["main"])
     flow, gen = loaded.flow, loaded.generator
     # The floors' step is the potentials' mean step from the 64 prior starts of seed 0 (bench/reproduce.py's match).
     step = mean_step(flow, gen.sample_latent(64, seed=0))
@@ -565,9 +570,9 @@ def test_compare_other_generator_lists_its_own_baseline(client, fixtures):
 
 
 def test_compare_shipped_potentials_get_their_report_row(fixtures):
-    models = app.ModelCache(baselines_dir=fixtures["baselines"], report_path=fixtures["report"],
+    models = ModelCache(baselines_dir=fixtures["baselines"], report_path=fixtures["report"],
                             shipped_dir=fixtures["shipped_dir"])
-    table = app.compare(models, 0, 0, STEPS, 1.0, fixtures["shipped"], "")[2]
+    table = handlers.compare(models, 0, 0, STEPS, 1.0, fixtures["shipped"], "")[2]
     assert table_rows(table)["potentials (loaded)"][6:] == ["potential (shipped)", *REPORT_ROWS["potential (shipped)"]]
 
 
@@ -584,12 +589,13 @@ def test_compare_without_a_readable_report_still_answers(fixtures, tmp_path):
     with Image.open(strips) as im:
         assert im.height == strips_height(6, 8)
     (tmp_path / "bad.json").write_text("{not json")
-    models = app.ModelCache(baselines_dir=fixtures["baselines"], report_path=tmp_path / "bad.json")
-    table = app.compare(models, 0, 0, STEPS, 1.0, fixtures["main"], "")[2]
+    models = ModelCache(baselines_dir=fixtures["baselines"], report_path=tmp_path / "bad.json")
+    table = handlers.compare(models, 0, 0, STEPS, 1.0, fixtures["main"], "")[2]
     assert "bad.json` could not be read (JSONDecodeError" in table and list(table_rows(table)) == MAIN_METHODS
     (tmp_path / "odd.json").write_text(json.dumps({"generators": {"x": {"columns": []}}}))  # no "source"
-    models = app.ModelCache(baselines_dir=fixtures["baselines"], report_path=tmp_path / "odd.json")
-    assert "odd.json` could not be read (KeyError" in app.compare(models, 0, 0, STEPS, 1.0, fixtures["main"], "")[2]
+    models = ModelCache(baselines_dir=fixtures["baselines"], report_path=tmp_path / "odd.json")
+    table = handlers.compare(models, 0, 0, STEPS, 1.0, fixtures["main"], "")[2]
+    assert "odd.json` could not be read (KeyError" in table
 
 
 # ------------------------------------------------------------------------------------------- the model picker
@@ -604,13 +610,13 @@ def expected_label(folder: Path) -> str:
 
 def test_picker_lists_every_shipped_potentials_folder():
     # Compared with a glob: other shipped folders may come and go; each is picked up with no code change.
-    folders = sorted(p for p in (app.REPO_ROOT / "hub_models").glob("*-potentials") if (p / "config.json").is_file())
-    models = app.shipped_models()
-    assert [(app.REPO_ROOT / source).resolve() for _, source in models] == [p.resolve() for p in folders]
+    folders = sorted(p for p in (REPO_ROOT / "hub_models").glob("*-potentials") if (p / "config.json").is_file())
+    models = shipped_models()
+    assert [(REPO_ROOT / source).resolve() for _, source in models] == [p.resolve() for p in folders]
     assert [label for label, _ in models] == [expected_label(p) for p in folders]
     assert all(not Path(source).is_absolute() for _, source in models)  # the source box's repo-relative names
     shipped = dict((source, label) for label, source in models)
-    assert shipped[app.SHIPPED_POTENTIALS] == expected_label(app.REPO_ROOT / app.SHIPPED_POTENTIALS)
+    assert shipped[SHIPPED_POTENTIALS] == expected_label(REPO_ROOT / SHIPPED_POTENTIALS)
 
 
 def test_picker_discovers_new_folders_and_skips_unreadable_ones(fixtures, tmp_path, caplog):
@@ -622,7 +628,7 @@ def test_picker_discovers_new_folders_and_skips_unreadable_ones(fixtures, tmp_pa
     (tmp_path / "broken-potentials").mkdir()
     (tmp_path / "broken-potentials" / "config.json").write_text("{not json")
     caplog.set_level(logging.WARNING, logger="pdetraversal.app")
-    assert app.shipped_models(tmp_path) == [("generator (K=5)", str(tmp_path / "a-potentials")),
+    assert shipped_models(tmp_path) == [("generator (K=5)", str(tmp_path / "a-potentials")),
                                             ("generator (K=3)", str(tmp_path / "b-potentials")),
                                             ("generator (K=3) [c-potentials]", str(tmp_path / "c-potentials"))]
     assert any("broken-potentials left out" in line for line in rejections(caplog))
@@ -640,25 +646,25 @@ def test_models_endpoint_offers_the_pickers_choices(client, fixtures):
 
 
 def test_shipped_default_is_the_picked_model(monkeypatch):
-    monkeypatch.delenv(app.ALLOW_LOCAL_ENV)
-    demo = app.build_demo(app.SHIPPED_POTENTIALS)
+    monkeypatch.delenv(ALLOW_LOCAL_ENV)
+    demo = app.build_demo(SHIPPED_POTENTIALS)
     props = next(b.get_config() for b in demo.blocks.values() if getattr(b, "elem_id", None) == "picker")
-    assert props["value"] == app.SHIPPED_POTENTIALS  # listed once, under its generator's name, selected
+    assert props["value"] == SHIPPED_POTENTIALS  # listed once, under its generator's name, selected
     assert [tuple(c) for c in props["choices"]] == [
-        (label, source) for label, source in app.shipped_models() if source == app.SHIPPED_POTENTIALS] + [
-        (label, source) for label, source in app.shipped_models() if source != app.SHIPPED_POTENTIALS]
+        (label, source) for label, source in shipped_models() if source == SHIPPED_POTENTIALS] + [
+        (label, source) for label, source in shipped_models() if source != SHIPPED_POTENTIALS]
 
 
 # ------------------------------------------------------------------------------------------- slow generators
 def test_frame_indices_keep_z0_and_both_ends_evenly_spaced():
-    assert app.frame_indices(10, 21).tolist() == list(range(21))  # they fit: all of them
-    assert app.frame_indices(10, 500).tolist() == list(range(21))
-    assert app.frame_indices(10, 5).tolist() == [0, 5, 10, 15, 20]
-    assert app.frame_indices(10, 6).tolist() == [0, 5, 10, 15, 20]  # an odd count: z0 in the middle
-    assert app.frame_indices(10, 7).tolist() == [0, 3, 7, 10, 13, 17, 20]
-    assert app.frame_indices(3, 6).tolist() == [0, 1, 3, 5, 6]  # symmetric about z0 (index 3)
-    assert app.frame_indices(10, 0).tolist() == app.frame_indices(10, 2).tolist() == [0, 10, 20]  # MIN_FRAMES
-    assert app.frame_indices(1, 1).tolist() == [0, 1, 2]
+    assert frame_indices(10, 21).tolist() == list(range(21))  # they fit: all of them
+    assert frame_indices(10, 500).tolist() == list(range(21))
+    assert frame_indices(10, 5).tolist() == [0, 5, 10, 15, 20]
+    assert frame_indices(10, 6).tolist() == [0, 5, 10, 15, 20]  # an odd count: z0 in the middle
+    assert frame_indices(10, 7).tolist() == [0, 3, 7, 10, 13, 17, 20]
+    assert frame_indices(3, 6).tolist() == [0, 1, 3, 5, 6]  # symmetric about z0 (index 3)
+    assert frame_indices(10, 0).tolist() == frame_indices(10, 2).tolist() == [0, 10, 20]  # MIN_FRAMES
+    assert frame_indices(1, 1).tolist() == [0, 1, 2]
 
 
 def make_slow_potentials(root: Path) -> str:
@@ -710,25 +716,26 @@ class Sleepy:
 
 def test_decode_time_is_the_least_of_a_few_tries():
     # A shared machine only adds time: the least of up to 3 tries, fewer once 0.5 s were spent.
-    assert 0.05 <= app._seconds_per_image(Sleepy(0.3, 0.05, 0.15, 9)) < 0.15
-    assert 0.2 <= app._seconds_per_image(Sleepy(0.4, 0.2, 0.01)) < 0.3  # 0.6 s spent after two: no third
-    assert 0.6 <= app._seconds_per_image(Sleepy(0.6, 0.01)) < 0.9  # a slow generator: one try
+    assert 0.05 <= seconds_per_image(Sleepy(0.3, 0.05, 0.15, 9)) < 0.15
+    assert 0.2 <= seconds_per_image(Sleepy(0.4, 0.2, 0.01)) < 0.3  # 0.6 s spent after two: no third
+    assert 0.6 <= seconds_per_image(Sleepy(0.6, 0.01)) < 0.9  # a slow generator: one try
 
 
 def test_slow_generator_decodes_within_the_budget(slow, monkeypatch):
     # The allow-list env var (set by local_folders) lets ModelCache() open the tmp folder.
-    monkeypatch.setattr(app, "DECODE_BUDGET_S", 1.0)
-    loaded = app.ModelCache().get(slow)
+    monkeypatch.setattr("pdetraversal.space.frames.DECODE_BUDGET_S", 1.0)
+    loaded = ModelCache().get(slow)
     assert 1e-4 < loaded.decode_s < 10 and loaded.frame_budget == int(1.0 / loaded.decode_s)
     # No budget at all: every strip keeps z0 and both ends, and nothing else.
-    monkeypatch.setattr(app, "DECODE_BUDGET_S", 0.0)
-    monkeypatch.setattr(app, "PROGRESS_EVERY_S", 0.0)  # one frame per chunk: each decoded frame is reported
-    models = app.ModelCache()
+    monkeypatch.setattr("pdetraversal.space.frames.DECODE_BUDGET_S", 0.0)
+    # One frame per chunk: each decoded frame is reported.
+    monkeypatch.setattr("pdetraversal.space.frames.PROGRESS_EVERY_S", 0.0)
+    models = ModelCache()
     loaded = models.get(slow)
     assert loaded.frame_budget == 0 and "Slow generator" in loaded.info and "at most 0 frames" in loaded.info
     steps, k = 6, 1
     progress = Recorder()
-    strip, gif, landscape, trajectory = app.traverse(models, 4, k, steps, 1.0, slow, "", "prior", progress)
+    strip, gif, landscape, trajectory = handlers.traverse(models, 4, k, steps, 1.0, slow, "", "prior", progress)
     assert progress.calls == [((i, 3), "frames") for i in range(4)]
     assert strip.size == (strip_width(3, 8), 64)
     with Image.open(gif) as im:
@@ -738,16 +745,16 @@ def test_slow_generator_decodes_within_the_budget(slow, monkeypatch):
     path = traverse_both_ways(loaded.flow, gen.sample_latent(1, seed=4), torch.tensor([k]), steps, 1.0)[:, 0]
     with torch.no_grad():
         ends = gen.decode(path[[0, steps, 2 * steps]])
-    expected = plots.image_strip(ends, min_size=app.STRIP_MIN_SIZE, highlight=1)
+    expected = plots.image_strip(ends, min_size=STRIP_MIN_SIZE, highlight=1)
     assert np.abs(np.asarray(strip).astype(int) - np.asarray(expected).astype(int)).max() <= 1
     assert landscape.width > 300 and trajectory.width > 300  # drawn from the full paths
-    assert app.frames_note(loaded, steps).startswith("**Frames capped:**")
-    assert "Of the traversal's 13 frames the strip shows 3 and each overview row 3" in app.frames_note(loaded, steps)
+    assert frames_note(loaded, steps).startswith("**Frames capped:**")
+    assert "Of the traversal's 13 frames the strip shows 3 and each overview row 3" in frames_note(loaded, steps)
     progress = Recorder()
-    grid = app.overview(models, 4, steps, 1.0, slow, "", "prior", progress)
+    grid = handlers.overview(models, 4, steps, 1.0, slow, "", "prior", progress)
     assert grid.size == overview_size(3, 8, ["0: a", "1: b"]) and progress.calls[-1] == ((6, 6), "frames")
     progress = Recorder()
-    strips, _, table = app.compare(models, 4, k, steps, 1.0, slow, "", "prior", progress)
+    strips, _, table = handlers.compare(models, 4, k, steps, 1.0, slow, "", "prior", progress)
     names = [m.name for m in loaded.methods]
     assert names == ["potentials (loaded)", "axes", "random"]  # no SeFa: no linear layer acts on z
     assert strips.height == strips_height(3, 8) and progress.calls[-1] == ((9, 9), "frames")
@@ -757,15 +764,15 @@ def test_slow_generator_decodes_within_the_budget(slow, monkeypatch):
 
 def test_slow_generator_through_the_client(client, slow, monkeypatch):
     # A budget of about 8 decodes, timed here (load-time timing on a shared machine may differ: the page says N).
-    gen = app.ModelCache().get(slow).generator
-    monkeypatch.setattr(app, "DECODE_BUDGET_S", 8 * app._seconds_per_image(gen))
-    monkeypatch.setattr(app, "PROGRESS_EVERY_S", 0.0)
+    gen = ModelCache().get(slow).generator
+    monkeypatch.setattr("pdetraversal.space.frames.DECODE_BUDGET_S", 8 * seconds_per_image(gen))
+    monkeypatch.setattr("pdetraversal.space.frames.PROGRESS_EVERY_S", 0.0)
     copy = str(Path(slow).parent / "copy")  # a source the served cache has not loaded before the patch
     shutil.copytree(slow, copy, dirs_exist_ok=True)
     info = client.predict(copy, "", api_name="/load")
     budget = int(re.search(r"decodes at most (\d+) frames", info).group(1))
     steps = 12
-    shown = len(app.frame_indices(steps, budget))
+    shown = len(frame_indices(steps, budget))
     assert 3 <= shown < 2 * steps + 1  # capped
     job = client.submit(0, 1, steps, 1.0, copy, "", api_name="/traverse")
     strip, gif, _, _ = job.result(timeout=120)
@@ -777,8 +784,8 @@ def test_slow_generator_through_the_client(client, slow, monkeypatch):
         updates += [u for u in getattr(update, "progress_data", None) or [] if u.unit == "frames"]
     assert updates and all(u.length == shown and 0 <= u.index <= shown for u in updates)
     overview = client.predict(0, steps, 1.0, copy, "", api_name="/overview")
-    row = len(app.frame_indices(steps, budget // 2))
+    row = len(frame_indices(steps, budget // 2))
     with Image.open(overview) as im:
         assert im.size == overview_size(row, 8, ["0: a", "1: b"])
     table = client.predict(0, 1, steps, 1.0, copy, "", api_name="/compare")[2]
-    assert f"each strip shows {len(app.frame_indices(steps, budget // 3))} of its 25 frames" in table
+    assert f"each strip shows {len(frame_indices(steps, budget // 3))} of its 25 frames" in table

@@ -72,11 +72,12 @@ def _space(endpoint: str, *args, public: bool = False):
     """An app handler called as the Space calls it (the values unconverted, as the page sends them); a fixture
     folder is served as the shipped ones are, unless `public` (then only the shipped folders are)."""
     def run(ctx):
-        import app
+        from pdetraversal.space import handlers
+        from pdetraversal.space.models import ModelCache
 
-        cache = app.ModelCache(allow_local=not public)
+        cache = ModelCache(allow_local=not public)
         values = [a.format(**ctx) if isinstance(a, str) else a for a in args]
-        return getattr(app, endpoint)(cache, *values)
+        return getattr(handlers, endpoint)(cache, *values)
     return run
 
 
@@ -232,7 +233,7 @@ def test_bad_input_gets_its_answer(case, ctx):
     try:
         result = case.run(ctx)
     except Exception as e:  # noqa: BLE001 -- the message is what is tested
-        message = str(getattr(e, "message", None) or e)  # gr.Error keeps its text in .message
+        message = str(getattr(e, "message", None) or e)  # RequestError keeps its text in .message
     else:
         assert isinstance(result, tuple), f"{case.what}: accepted without an error"
         code, message = result

@@ -17,6 +17,11 @@ from playwright.sync_api import expect, sync_playwright
 
 import app
 from pdetraversal import plots
+from pdetraversal.hub import read_config
+from pdetraversal.space import handlers
+from pdetraversal.space.frames import STRIP_MIN_SIZE
+from pdetraversal.space.models import ModelCache, shipped_models
+from pdetraversal.space.public import SHIPPED_POTENTIALS
 from test_app import free_port, make_potentials, make_slow_potentials
 
 CHROMIUM = "/usr/bin/chromium"
@@ -86,9 +91,9 @@ def test_pick_k_run_and_see_every_picture(served, tmp_path):
             page.wait_for_function(LOADED, arg=f"#{element} img", timeout=60_000)
             opened[element] = page.eval_on_selector(f"#{element} img", "i => i.src")
         shown = Image.open(io.BytesIO(page.request.get(opened["strip"]).body()))
-        expected = app.traverse(app.ModelCache(allow_local=True), 0, 0, 10, 1.0, folder, "")[0]
+        expected = handlers.traverse(ModelCache(allow_local=True), 0, 0, 10, 1.0, folder, "")[0]
         assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(expected))
-        tile = 8 * plots.upscale_factor(8, 8, app.STRIP_MIN_SIZE)
+        tile = 8 * plots.upscale_factor(8, 8, STRIP_MIN_SIZE)
         assert tile == 64
         # Frames at no less than their pixel size: the 21-frame strip is wider than the column and scrolls.
         assert displayed_frame_width(page, "#strip img", 21, tile) >= 64
@@ -119,7 +124,7 @@ def test_pick_k_run_and_see_every_picture(served, tmp_path):
         assert displayed_frame_width(page, "#strip img", 7, tile) >= 64
         # The page shows exactly what the handler computes for k = 2, 3 steps, seed 0, step size 1.
         shown = Image.open(io.BytesIO(page.request.get(src).body()))
-        expected = app.traverse(app.ModelCache(allow_local=True), 0, 2, 3, 1.0, folder, "")[0]
+        expected = handlers.traverse(ModelCache(allow_local=True), 0, 2, 3, 1.0, folder, "")[0]
         assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(expected))
         assert size("#gif img")[2].endswith(".gif")
         assert size("#landscape img")[0] > 300 and size("#trajectory img")[0] > 300
@@ -143,7 +148,7 @@ def test_compare_methods_shows_strips_shapes_and_table(served):
         expect(table).to_contain_text("axes")
         expect(table).to_contain_text("potentials (loaded)")
         width, height = page.eval_on_selector("#compare-strips img", "i => [i.naturalWidth, i.naturalHeight]")
-        tile = 8 * plots.upscale_factor(8, 8, app.STRIP_MIN_SIZE)
+        tile = 8 * plots.upscale_factor(8, 8, STRIP_MIN_SIZE)
         # The fixture's generator has no shipped baselines: the potentials and the floors sefa, axes, random.
         assert height == 4 * tile + 3 * 4 and width > (2 * 10 + 1) * tile
         assert page.eval_on_selector("#compare-shape img", "i => i.naturalWidth") > 300
@@ -177,7 +182,7 @@ def test_a_bad_click_gives_one_message_and_a_failed_load_clears_the_info(served)
 
 def test_shipped_default_page_starts_from_an_encoded_sprite(tmp_path):
     # The API's default start is the prior; the page itself switches to encoded sprites when the generator can.
-    demo = app.build_demo(app.SHIPPED_POTENTIALS, allow_local_paths=False)  # as the Space serves it
+    demo = app.build_demo(SHIPPED_POTENTIALS, allow_local_paths=False)  # as the Space serves it
     app.launch(demo.queue(), server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         with chromium_page() as page:
@@ -187,7 +192,7 @@ def test_shipped_default_page_starts_from_an_encoded_sprite(tmp_path):
             page.wait_for_function(LOADED, arg="#strip img", timeout=60_000)
             src = page.eval_on_selector("#strip img", "i => i.src")
             shown = Image.open(io.BytesIO(page.request.get(src).body()))
-            expected = app.traverse(app.ModelCache(), 0, 0, 10, 1.0, app.SHIPPED_POTENTIALS, "", "data")[0]
+            expected = handlers.traverse(ModelCache(), 0, 0, 10, 1.0, SHIPPED_POTENTIALS, "", "data")[0]
             assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(expected))
             # dSprites' 64-px frames are shown at 64 CSS px, not shrunk to the column (about 56 px before).
             assert displayed_frame_width(page, "#strip img", 21, 64) >= 64
@@ -198,11 +203,11 @@ def test_shipped_default_page_starts_from_an_encoded_sprite(tmp_path):
 def test_pick_another_shipped_model_and_see_its_strip(served):
     url, folder = served
     # The shipped model with the fewest potentials (the quickest to load); the page's default is a tmp folder.
-    label, source = min(app.shipped_models(), key=lambda model: app.read_config(model[1])["num_potentials"])
-    models = app.ModelCache(allow_local=True)
+    label, source = min(shipped_models(), key=lambda model: read_config(model[1])["num_potentials"])
+    models = ModelCache(allow_local=True)
     loaded = models.get(source)
     # The page keeps its controls (seed 0, 10 steps, step 1), resets k to 0 and starts where the model can.
-    expected = app.traverse(models, 0, 0, 10, 1.0, source, "", loaded.start)[0]
+    expected = handlers.traverse(models, 0, 0, 10, 1.0, source, "", loaded.start)[0]
     with chromium_page() as page:
         page.goto(url)
         page.wait_for_function(LOADED, arg="#strip img", timeout=60_000)
@@ -225,7 +230,8 @@ def test_pick_another_shipped_model_and_see_its_strip(served):
 def test_a_slow_generator_says_its_frames_were_capped(served, tmp_path, monkeypatch):
     url, _ = served
     slow = make_slow_potentials(tmp_path)
-    monkeypatch.setattr(app, "DECODE_BUDGET_S", 0.0)  # at load: every strip keeps only z0 and both ends
+    # At load: every strip keeps only z0 and both ends.
+    monkeypatch.setattr("pdetraversal.space.frames.DECODE_BUDGET_S", 0.0)
     with chromium_page() as page:
         page.goto(url)
         page.wait_for_function(LOADED, arg="#strip img", timeout=60_000)
@@ -242,6 +248,6 @@ def test_a_slow_generator_says_its_frames_were_capped(served, tmp_path, monkeypa
         note = page.locator("#frames-note")
         expect(note).to_contain_text("Frames capped", timeout=60_000)
         expect(note).to_contain_text("Of the traversal's 9 frames the strip shows 3 and each overview row 3")
-        tile = 8 * plots.upscale_factor(8, 8, app.STRIP_MIN_SIZE)
+        tile = 8 * plots.upscale_factor(8, 8, STRIP_MIN_SIZE)
         assert page.eval_on_selector("#strip img", "i => i.naturalWidth") == 3 * tile + 2 * 4
         assert page.get_by_text("Error").count() == 0

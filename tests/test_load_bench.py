@@ -1,5 +1,6 @@
-"""bench/load.py runs against the served app; app.py's answer cache (OutputCache) serves repeats, not neighbours; its
-render processes (app.Renderer) draw the figures a request would draw in-process, and a failed pool falls back.
+"""bench/load.py runs against the served app; the Space's answer cache (pdetraversal.space.models.OutputCache) serves
+repeats, not neighbours; its render processes (pdetraversal.space.render.Renderer) draw the figures a request would
+draw in-process, and a failed pool falls back.
 
 The cache tests use fixture potentials (random weights over a tiny MLP generator, as tests/test_app.py makes them);
 the smoke run serves the embedded default, as the Space does.
@@ -18,8 +19,14 @@ import pytest
 import torch
 
 import app
-from hub_models import MLPGenerator
-from pdetraversal import PotentialFlow
+from hub_models import MLPGenerator, load_flow_and_generator
+from pdetraversal import PotentialFlow, plots
+from pdetraversal.potentials import traverse_both_ways
+from pdetraversal.space import handlers
+from pdetraversal.space.frames import channels_last
+from pdetraversal.space.models import ModelCache
+from pdetraversal.space.public import RequestError
+from pdetraversal.space.render import Renderer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STEPS = 3
@@ -41,7 +48,7 @@ def potentials(tmp_path_factory) -> str:
 
 @pytest.fixture
 def models(potentials):
-    return app.ModelCache(allow_local=True, baselines_dir=Path(potentials).parent / "none",
+    return ModelCache(allow_local=True, baselines_dir=Path(potentials).parent / "none",
                           report_path=Path(potentials).parent / "none.json")
 
 
@@ -88,76 +95,77 @@ def test_profile_times_every_stage_of_a_request():
 
 
 def test_the_same_traverse_twice_is_served_from_the_cache(models, potentials):
-    first = app.traverse(models, 7, 1, STEPS, 0.8, potentials, "", "prior")
+    first = handlers.traverse(models, 7, 1, STEPS, 0.8, potentials, "", "prior")
     assert (models.outputs.hits, models.outputs.misses, len(models.outputs)) == (0, 1, 1)
-    again = app.traverse(models, "7", 1.0, STEPS, "0.8", potentials, " ", "prior")  # the same controls, spelt apart
+    # The same controls, spelt apart.
+    again = handlers.traverse(models, "7", 1.0, STEPS, "0.8", potentials, " ", "prior")
     assert (models.outputs.hits, models.outputs.misses, len(models.outputs)) == (1, 1, 1)
     for i in (0, 2, 3):
         assert np.array_equal(pixels(again[i]), pixels(first[i]))
         assert again[i] is not first[i]  # a copy: no two requests share an image object
     assert again[1] == first[1] and Path(again[1]).is_file()
 
-    other = app.traverse(models, 8, 1, STEPS, 0.8, potentials, "", "prior")  # another seed: rendered anew
+    other = handlers.traverse(models, 8, 1, STEPS, 0.8, potentials, "", "prior")  # another seed: rendered anew
     assert (models.outputs.hits, models.outputs.misses, len(models.outputs)) == (1, 2, 2)
     assert not np.array_equal(pixels(other[0]), pixels(first[0])) and other[1] != first[1]
-    app.traverse(models, 7, 2, STEPS, 0.8, potentials, "", "prior")  # another k
-    app.traverse(models, 7, 1, STEPS + 1, 0.8, potentials, "", "prior")  # more steps
+    handlers.traverse(models, 7, 2, STEPS, 0.8, potentials, "", "prior")  # another k
+    handlers.traverse(models, 7, 1, STEPS + 1, 0.8, potentials, "", "prior")  # more steps
     assert (models.outputs.hits, models.outputs.misses, len(models.outputs)) == (1, 4, 4)
 
 
 def test_a_cached_gif_that_aged_out_is_rendered_again(models, potentials):
-    _, gif, _, _ = app.traverse(models, 3, 0, STEPS, 0.8, potentials, "", "prior")
+    _, gif, _, _ = handlers.traverse(models, 3, 0, STEPS, 0.8, potentials, "", "prior")
     Path(gif).unlink()  # as _fresh_gif_path's sweep removes GIFs older than GIF_MAX_AGE_S
-    _, again, _, _ = app.traverse(models, 3, 0, STEPS, 0.8, potentials, "", "prior")
+    _, again, _, _ = handlers.traverse(models, 3, 0, STEPS, 0.8, potentials, "", "prior")
     assert Path(again).is_file() and again != gif
     assert (models.outputs.hits, models.outputs.misses) == (0, 2)
 
 
 def test_overview_and_compare_are_cached_apart_from_traverse(models, potentials):
-    grid = app.overview(models, 5, STEPS, 0.8, potentials, "", "prior")
-    assert np.array_equal(pixels(app.overview(models, 5, STEPS, 0.8, potentials, "", "prior")), pixels(grid))
-    strips, shape, table = app.compare(models, 5, 0, STEPS, 0.8, potentials, "", "prior")
-    again = app.compare(models, 5, 0, STEPS, 0.8, potentials, "", "prior")
+    grid = handlers.overview(models, 5, STEPS, 0.8, potentials, "", "prior")
+    assert np.array_equal(pixels(handlers.overview(models, 5, STEPS, 0.8, potentials, "", "prior")), pixels(grid))
+    strips, shape, table = handlers.compare(models, 5, 0, STEPS, 0.8, potentials, "", "prior")
+    again = handlers.compare(models, 5, 0, STEPS, 0.8, potentials, "", "prior")
     assert np.array_equal(pixels(again[0]), pixels(strips)) and again[2] == table
     assert (models.outputs.hits, models.outputs.misses, len(models.outputs)) == (2, 2, 2)
-    assert not np.array_equal(pixels(app.overview(models, 6, STEPS, 0.8, potentials, "", "prior")), pixels(grid))
+    assert not np.array_equal(pixels(handlers.overview(models, 6, STEPS, 0.8, potentials, "", "prior")), pixels(grid))
 
 
 def test_bad_controls_are_refused_before_the_cache_and_never_stored(models, potentials):
-    app.traverse(models, 1, 0, STEPS, 0.8, potentials, "", "prior")
-    with pytest.raises(app.gr.Error, match="start must be 'data' or 'prior'"):
-        app.traverse(models, 1, 0, STEPS, 0.8, potentials, "", "sideways")
-    with pytest.raises(app.gr.Error, match="seed must be an integer"):
-        app.traverse(models, -1, 0, STEPS, 0.8, potentials, "", "prior")
-    with pytest.raises(app.gr.Error, match="cannot encode training images"):  # the MLP generator has no encoder
-        app.traverse(models, 1, 0, STEPS, 0.8, potentials, "", "data")
+    handlers.traverse(models, 1, 0, STEPS, 0.8, potentials, "", "prior")
+    with pytest.raises(RequestError, match="start must be 'data' or 'prior'"):
+        handlers.traverse(models, 1, 0, STEPS, 0.8, potentials, "", "sideways")
+    with pytest.raises(RequestError, match="seed must be an integer"):
+        handlers.traverse(models, -1, 0, STEPS, 0.8, potentials, "", "prior")
+    with pytest.raises(RequestError, match="cannot encode training images"):  # the MLP generator has no encoder
+        handlers.traverse(models, 1, 0, STEPS, 0.8, potentials, "", "data")
     assert len(models.outputs) == 1
 
 
 def test_a_fresh_load_drops_that_sources_answers(potentials, tmp_path):
-    models = app.ModelCache(size=1, allow_local=True, baselines_dir=tmp_path, report_path=tmp_path / "none.json")
-    app.traverse(models, 1, 0, STEPS, 0.8, potentials, "", "prior")
+    models = ModelCache(size=1, allow_local=True, baselines_dir=tmp_path, report_path=tmp_path / "none.json")
+    handlers.traverse(models, 1, 0, STEPS, 0.8, potentials, "", "prior")
     assert len(models.outputs) == 1
     other = tmp_path / "copy"
     shutil.copytree(potentials, other)
     models.get(str(other))  # evicts the first potentials (size 1)
-    app.traverse(models, 1, 0, STEPS, 0.8, potentials, "", "prior")  # loaded again: its old answers are gone
+    handlers.traverse(models, 1, 0, STEPS, 0.8, potentials, "", "prior")  # loaded again: its old answers are gone
     assert (models.outputs.hits, models.outputs.misses, len(models.outputs)) == (0, 2, 1)
 
 
 def figure_args(potentials: str, k: int = 1) -> tuple[tuple, tuple, dict]:
     """A landscape's and a trajectory figure's arguments for plots.render, from the fixture potentials."""
-    flow, gen = app.load_flow_and_generator(potentials)
+    flow, gen = load_flow_and_generator(potentials)
     z0 = gen.sample_latent(1, seed=4)
-    paths = app.traverse_both_ways(flow, z0.expand(3, -1), torch.arange(3), STEPS, 0.8)
-    land = app.plots.landscape_grid(flow, paths[:, k], k, app.plots.landscape_times(STEPS)).numpy()
+    paths = traverse_both_ways(flow, z0.expand(3, -1), torch.arange(3), STEPS, 0.8)
+    land = plots.landscape_grid(flow, paths[:, k], k, plots.landscape_times(STEPS)).numpy()
     return (land, k, "title"), (paths.numpy(), ["a", "b", "c"]), {"highlight": k, "origin_index": STEPS}
 
 
 def test_render_processes_draw_what_the_server_process_draws(potentials):
     landscape, trajectory, options = figure_args(potentials)
-    here = app.Renderer(0)
-    pool = app.Renderer(2)
+    here = Renderer(0)
+    pool = Renderer(2)
     try:
         assert pool.wait_started(timeout=120) and not here.wait_started()
         pids = {f.result() for f in [pool._pool.submit(os.getpid) for _ in range(8)]}
@@ -175,8 +183,8 @@ def test_render_processes_draw_what_the_server_process_draws(potentials):
 
 def test_a_dead_render_process_falls_back_to_drawing_here(potentials, caplog):
     landscape, _, _ = figure_args(potentials, k=2)
-    expected = app.Renderer(0).submit("landscape", *landscape)()
-    pool = app.Renderer(1)
+    expected = Renderer(0).submit("landscape", *landscape)()
+    pool = Renderer(1)
     try:
         assert pool.wait_started(timeout=120)
         os.kill(pool._pool.submit(os.getpid).result(), signal.SIGKILL)  # the pool's own process: it breaks
@@ -197,12 +205,12 @@ def test_a_pool_that_cannot_start_draws_here(potentials, monkeypatch, caplog):
     def refused(*args, **kwargs):
         raise OSError(38, "Function not implemented")  # as a sandbox without POSIX semaphores answers
 
-    monkeypatch.setattr(app, "ProcessPoolExecutor", refused)
-    pool = app.Renderer(2)
+    monkeypatch.setattr("pdetraversal.space.render.ProcessPoolExecutor", refused)
+    pool = Renderer(2)
     with caplog.at_level(logging.WARNING, logger="pdetraversal.app"):
         image = pool.submit("landscape", *landscape)()
     assert pool.in_process and not pool.wait_started()
-    assert np.array_equal(pixels(image), pixels(app.Renderer(0).submit("landscape", *landscape)()))
+    assert np.array_equal(pixels(image), pixels(Renderer(0).submit("landscape", *landscape)()))
     assert any("render processes did not start (OSError" in r.getMessage() for r in caplog.records)
 
 
@@ -238,12 +246,12 @@ def test_convolutions_go_channels_last_only_where_they_decode_the_same():
     plain = TinyConvGenerator()
     with torch.no_grad():
         before = plain.decode(plain.sample_latent(1))
-    app._channels_last(plain, before)
+    channels_last(plain, before)
     assert plain.conv.weight.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         torch.testing.assert_close(plain.decode(plain.sample_latent(1)), before, rtol=0, atol=1e-6)
     viewing = TinyConvGenerator(flat_view=True)
     with torch.no_grad():
         before = viewing.decode(viewing.sample_latent(1))
-    app._channels_last(viewing, before)  # .view of a channels-last output raises: left as it was
+    channels_last(viewing, before)  # .view of a channels-last output raises: left as it was
     assert not viewing.conv.weight.is_contiguous(memory_format=torch.channels_last)

@@ -19,8 +19,9 @@ def readme_example() -> str:
 
 
 def test_the_readme_generator_saves_fits_loads_and_renders(tmp_path, monkeypatch):
-    import app
     import fit
+    from pdetraversal.space import handlers, public
+    from pdetraversal.space.models import ModelCache
     from hub_models import REGISTRY, load_flow_and_generator, load_generator
 
     namespace = {"__name__": "hub_models.my_decoder"}
@@ -38,7 +39,7 @@ def test_the_readme_generator_saves_fits_loads_and_renders(tmp_path, monkeypatch
     flow, loaded = load_flow_and_generator(tmp_path / "pots")
     assert flow.latent_dim == 8 and torch.equal(loaded.decode(z), gen.decode(z))
 
-    monkeypatch.setenv(app.ALLOW_LOCAL_ENV, "1")
-    strip = app.traverse(app.ModelCache(), 0, 2, 4, 1.0, str(tmp_path / "pots"), "")[0]
+    monkeypatch.setenv(public.ALLOW_LOCAL_ENV, "1")
+    strip = handlers.traverse(ModelCache(), 0, 2, 4, 1.0, str(tmp_path / "pots"), "")[0]
     assert strip.size[1] == 4 * 16  # 16-px frames shown at the 64-px minimum
     del REGISTRY["MyDecoder"]  # the registry is global: leave it as other tests expect it
