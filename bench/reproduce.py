@@ -80,6 +80,7 @@ ABLATIONS = {
     "without L_u": ["--w-initial", "0"],
     "remedy: --w-diversity 1": ["--w-diversity", "1"],
     "remedy: --exact-initial": ["--exact-initial"],
+    "the paper's draw: --draw step": ["--draw", "step"],
 }
 
 # Sizes. quick: a smoke size (minutes), its numbers mean nothing. default: sized for 2 CPU cores in about an hour.

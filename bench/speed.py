@@ -14,13 +14,17 @@ What is timed, per generator: one optimisation step (zero_grad, the loss, backwa
     unbounded), L_k the classifier's cross-entropy (eq. 7), where "Δu" is grad(u_z.sum(), z), a (B, d) vector of
     Hessian row sums (one backward pass, not the trace), and ∂²u/∂t² is taken w.r.t. one time tensor shared by the
     batch, so it is the batch sum Σ_b ∂²u_b/∂t² (one backward pass each for u_t and u_tt).
-Why the ratio is fair: all three run on copies of the same PotentialFlow (the paper's MLP, eq. 2), the same frozen
+(d) ours with the paper's draw (`LossConfig(draw="step")`, Sec. 4.4): one k and one t for the batch, Hutchinson,
+against (e) the reference on the very same k and t.
+Why the ratios are fair: all run on copies of the same PotentialFlow (the paper's MLP, eq. 2), the same frozen
 generator, the same PairClassifier, the same z_0 and the same Adam, with one torch thread. The reference draws one
-k and one t per step, as the authors' code does, and evaluates only that potential's weights; its t is the largest
-of the per-sample t that our step draws from the same seed, so both roll out the same number of prefix steps (the
-authors roll out t ~ U{0..T−2}, on average half of ours: that saving is theirs only because one t serves the
-whole batch). The prefix is rolled out without a graph in both. Warm-up steps are excluded; the methods are run in
-interleaved rounds (so a load change on a shared machine hits all of them) and each cell is the median of the rounds.
+k and one t per step, as the authors' code does, and evaluates only that potential's weights. Against our default
+draw (k and t per sample, so all K potentials are trained each step) its t is the largest of the per-sample t that
+our step draws from the same seed, so both roll out the same number of prefix steps. Against (d) it draws exactly
+(d)'s k and t: the same work, ours computing the true trace and per-sample ∂²u/∂t². The prefix is rolled out without
+a graph in both. Warm-up steps are excluded; the methods run in interleaved rounds, round r with seed r for every
+method (so a load change on a shared machine hits all of them), and each time is the median of the rounds and each
+ratio the median of the rounds' ratios.
 
 It also times the exact Laplacian alone (with the backward pass the loss needs) both ways: d backward passes
 (`pdetraversal.pde.hessian_trace`) and forward-over-reverse (`pdetraversal.pde.forward_mode_laplacian`, by
@@ -51,10 +55,10 @@ from torch.func import jvp  # noqa: E402
 from hub_models import Generator, MLPGenerator, load_generator  # noqa: E402
 from pdetraversal import PotentialFlow, pde  # noqa: E402
 from pdetraversal.classifier import PairClassifier  # noqa: E402
-from pdetraversal.training import LossConfig, check_frozen, training_step  # noqa: E402
+from pdetraversal.training import LossConfig, check_frozen, draw_k_and_t, training_step  # noqa: E402
 
 HEADER = (f"{'generator':<16} {'d':>4} {'B':>4} {'ours hutch ms':>14} {'ours exact ms':>14} {'reference ms':>13} "
-          f"{'hutch/ref':>10} {'exact/ref':>10}")
+          f"{'hutch/ref':>10} {'exact/ref':>10} | {'one k: ours ms':>14} {'reference ms':>13} {'ours/ref':>9}")
 FORWARD_HEADER = (f"{'d':>4} {'B':>4} {'d backward ms':>14} {'forward-mode ms':>16} {'fwd/bwd':>8} "
                   f"{'max |diff|':>11}  note")
 
@@ -85,13 +89,12 @@ def reference_pde_terms(u_fn, z: torch.Tensor, t: torch.Tensor):
 
 
 def reference_step(flow: PotentialFlow, classifier: nn.Module, generator, z0: torch.Tensor,
-                   rng: torch.Generator | None = None):
-    """(L, logs) of the authors' step: one k and one shared t for the batch (see the module docstring for which)."""
+                   rng: torch.Generator | None = None, draw: str = "sample"):
+    """(L, logs) of the authors' step: one k and one shared t for the batch, matched to training_step's draw from
+    the same seed (see the module docstring): draw "sample": its first k and its largest t; "step": its k and t."""
     check_frozen(generator)
     B = z0.shape[0]
-    # The same draws as training_step's, so both use the same seed's k and roll out the same number of steps.
-    k_all = torch.randint(flow.num_potentials, (B,), generator=rng)
-    t_all = torch.randint(flow.num_timesteps - 1, (B,), generator=rng)
+    k_all, t_all = draw_k_and_t(flow.num_potentials, flow.num_timesteps, B, draw, rng)
     k, t_index = int(k_all[0]), int(t_all.max())
     z = z0.detach()
     with torch.no_grad():
@@ -170,48 +173,61 @@ class Method:
         self.optimizer = torch.optim.Adam(self.params, lr=1e-3)
         self.times: list[float] = []
 
-    def step(self) -> None:
-        rng = torch.Generator().manual_seed(0)  # the same k and t draws every step and for every method
+    def step(self, seed: int = 0) -> None:
+        rng = torch.Generator().manual_seed(seed)  # the same seed, so the same k and t draws, for every method
         self.optimizer.zero_grad(set_to_none=True)
         loss, _ = self.step_fn(self.flow, self.classifier, self.generator, self.z0, rng)
         loss.backward()
         self.optimizer.step()
 
-    def timed_step(self) -> float:
+    def timed_step(self, seed: int) -> float:
         device = self.z0.device
         sync(device)
         start = time.perf_counter()
-        self.step()
+        self.step(seed)
         sync(device)
         return time.perf_counter() - start
 
 
-def ours(laplacian: str):
-    cfg = LossConfig(laplacian=laplacian, num_probes=1)
+def ours(laplacian: str, draw: str = "sample"):
+    cfg = LossConfig(laplacian=laplacian, num_probes=1, draw=draw)
     return lambda flow, classifier, generator, z0, rng: training_step(flow, classifier, generator, z0, cfg, rng)
 
 
+def reference(draw: str):
+    return lambda flow, classifier, generator, z0, rng: reference_step(flow, classifier, generator, z0, rng, draw)
+
+
 def time_methods(methods: list[Method], warmup: int, repeats: int) -> dict[str, float]:
-    """Median seconds per step of each method, over `repeats` interleaved rounds after `warmup` untimed steps."""
+    """Median seconds per step of each method, over `repeats` interleaved rounds after `warmup` untimed steps.
+    Round r runs every method with seed r, so methods that draw alike see the same k and t in each round."""
     for m in methods:
-        for _ in range(warmup):
-            m.step()
+        for i in range(warmup):
+            m.step(repeats + i)
     for r in range(repeats):
         # Rotating the order keeps any method from always running right after the same neighbour.
         for m in methods[r % len(methods):] + methods[:r % len(methods)]:
-            m.times.append(m.timed_step())
+            m.times.append(m.timed_step(r))
     return {m.name: statistics.median(m.times) for m in methods}
 
 
+def ratio(methods: list[Method], name: str, to: str) -> float:
+    """Median over the rounds of name's time / to's time in the same round (same seed, same load)."""
+    a, b = (next(m for m in methods if m.name == n).times for n in (name, to))
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
 def make_methods(generator, latent_dim: int, batch: int, K: int, T: int, device: torch.device,
-                 with_exact: bool) -> list[Method]:
+                 with_exact: bool, one_k: bool = False) -> list[Method]:
     torch.manual_seed(0)
     flow = PotentialFlow(latent_dim, K, num_timesteps=T).to(device)
     x = generator.decode(generator.sample_latent(1, seed=0))
     classifier = PairClassifier(K, channels=x.shape[1], image_size=max(x.shape[2:])).to(device)
     z0 = generator.sample_latent(batch, seed=1)
     specs = [("hutchinson", ours("hutchinson"))] + ([("exact", ours("exact"))] if with_exact else [])
-    specs.append(("reference", reference_step))
+    specs.append(("reference", reference("sample")))
+    if one_k:
+        specs += [("hutch one k", ours("hutchinson", "step")), ("ref one k", reference("step"))]
     return [Method(name, flow, classifier, generator, z0, fn) for name, fn in specs]
 
 
@@ -227,13 +243,14 @@ def step_table(args, device: torch.device) -> None:
         d = generator.latent_dim
         with_exact = d <= args.exact_max_dim
         methods = make_methods(generator, d, args.batch_size, args.num_potentials, args.num_timesteps, device,
-                               with_exact)
+                               with_exact, one_k=True)
         times = time_methods(methods, args.warmup, args.repeats)
         ms = {k: 1000 * v for k, v in times.items()}
         exact = f"{ms['exact']:>14.1f}" if with_exact else f"{'(skipped)':>14}"
-        exact_ratio = f"{ms['exact'] / ms['reference']:>10.2f}" if with_exact else f"{'-':>10}"
+        exact_ratio = f"{ratio(methods, 'exact', 'reference'):>10.2f}" if with_exact else f"{'-':>10}"
         print(f"{name:<16} {d:>4} {args.batch_size:>4} {ms['hutchinson']:>14.1f} {exact} {ms['reference']:>13.1f} "
-              f"{ms['hutchinson'] / ms['reference']:>10.2f} {exact_ratio}", flush=True)
+              f"{ratio(methods, 'hutchinson', 'reference'):>10.2f} {exact_ratio} | {ms['hutch one k']:>14.1f} "
+              f"{ms['ref one k']:>13.1f} {ratio(methods, 'hutch one k', 'ref one k'):>9.2f}", flush=True)
     if any(d > args.exact_max_dim for d in args.dims):
         print(f"(exact skipped above d = {args.exact_max_dim}: --exact-max-dim)")
 

@@ -6,9 +6,11 @@ decode x_t = G(z_t) and x_{t+1} = G(z_{t+1}), and combine
     L_f  wave-equation residual at (z_t, t)                (pde.wave_residual)
     L_J  saturated image-space speed of the step           (losses.jacobian_term)
     L_k  the classifier naming k from (x_t, x_{t+1})       (losses.classifier_loss)
-Each sample draws its own k and t (the paper draws one k per step): the stacked potentials make that free, and
-every batch then shows the classifier all K classes. The prefix z_0 -> z_t is rolled out without a graph; the
-losses act on the last step, where the PDE, the speed and the classifier are evaluated.
+By default each sample draws its own k and t, so every batch shows the classifier all K classes and trains all K
+potentials. `LossConfig(draw="step")` is the paper's draw (Sec. 4.4): one k and one t for the whole batch, which
+trains one potential per step. Per step, the default's cost is that of the K potentials' weight gradients, each from
+B/K rows (bench/speed.py times both against the authors' step). The prefix z_0 -> z_t is rolled out without a graph;
+the losses act on the last step, where the PDE, the speed and the classifier are evaluated.
 For PotentialFlow (whose velocity is ∇_z u) one forward pass of u serves the residual at (z_t, t), the step
 ∇_z u^k(z_t, t) and L_u's ∇_z u^k(z_0, 0): the z_0 rows ride along after the z_t rows
 (`pde.wave_residual_and_gradient`), the same arithmetic as three separate passes, with each potential's weights
@@ -44,6 +46,21 @@ class LossConfig:
     laplacian: str = "exact"
     num_probes: int = 1
     diversity: float = 0.0  # weight of L_div (a remedy, not in the paper; 0 = the paper's loss)
+    draw: str = "sample"  # "sample": k and t per sample; "step": one k and one t per batch (the paper's, Sec. 4.4)
+
+
+DRAWS = ("sample", "step")
+
+
+def draw_k_and_t(num_potentials: int, num_timesteps: int, batch: int, draw: str = "sample",
+                 rng: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(k, t), each (batch,): k ~ U{0..K−1}, t ~ U{0..T−2}, per sample or (draw="step") one pair for the batch."""
+    if draw not in DRAWS:
+        raise ValueError(f"draw must be one of {', '.join(DRAWS)}, got {draw!r}")
+    n = batch if draw == "sample" else 1
+    k = torch.randint(num_potentials, (n,), generator=rng)
+    t = torch.randint(num_timesteps - 1, (n,), generator=rng)
+    return k.expand(batch).contiguous(), t.expand(batch).contiguous()
 
 
 def check_frozen(generator: nn.Module) -> None:
@@ -77,8 +94,8 @@ def training_step(flow: PotentialFlow, classifier: nn.Module, generator, z0: tor
     check_frozen(generator)
     cfg = losses_config
     B = z0.shape[0]
-    k = torch.randint(flow.num_potentials, (B,), generator=rng).to(z0.device)
-    t = torch.randint(flow.num_timesteps - 1, (B,), generator=rng).to(z0.device)
+    k, t = draw_k_and_t(flow.num_potentials, flow.num_timesteps, B, cfg.draw, rng)
+    k, t = k.to(z0.device), t.to(z0.device)
     z_t = rollout(flow, z0, k, t)
     t_real = t.to(z0.dtype)
     c = flow.wave_speed[k]

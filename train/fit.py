@@ -72,7 +72,7 @@ from pdetraversal.baselines import METHODS, RandomDirections, SeFa  # noqa: E402
 from pdetraversal.data.dsprites import FACTOR_NAMES  # noqa: E402
 from pdetraversal.classifier import PairClassifier  # noqa: E402
 from pdetraversal.hub import CheckpointError  # noqa: E402
-from pdetraversal.training import LossConfig, training_step  # noqa: E402
+from pdetraversal.training import DRAWS, LossConfig, training_step  # noqa: E402
 from pdetraversal.data.dsprites_moves import dsprites_matching_loss  # noqa: E402
 from pdetraversal.metrics.path_shape import format_diagnostics, path_diagnostics  # noqa: E402
 
@@ -81,7 +81,7 @@ EXACT_LAPLACIAN_MAX_DIM = 64  # --laplacian auto: beyond this the exact trace's 
 # Arguments that define the model and the optimisation: a resumed run must use the same ones.
 RESUME_MUST_MATCH = ("method", "generator", "revision", "num_potentials", "num_timesteps", "hidden_dim", "output_tanh", "step_size",
                      "batch_size", "lr", "seed", "laplacian", "num_probes", "supervision", "matching_sequences", "exact_initial",
-                     "w_diversity")
+                     "w_diversity", "draw")
 
 
 class Parser(argparse.ArgumentParser):
@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"unbiased estimate; auto picks exact up to d = {EXACT_LAPLACIAN_MAX_DIM} and Hutchinson above "
                         "(default auto)")
     o.add_argument("--num-probes", type=positive(int), default=1, help="Rademacher probes for --laplacian hutchinson (default 1)")
+    o.add_argument("--draw", choices=DRAWS, default="sample",
+                   help="sample: every latent of a batch draws its own k and t, so each step trains all K potentials; "
+                        "step: one k and one t for the whole batch, the paper's draw (Sec. 4.4), one potential per "
+                        "step (default sample)")
     o.add_argument("--seed", type=int, default=0, help="seed for initialisation, latents, k and t (default 0)")
     o.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available)")
     w = p.add_argument_group("loss weights")
@@ -281,7 +285,8 @@ def load_checkpoint(path: Path, flow, classifier, optimizer, args) -> tuple[int,
     if bad:
         raise corrupt(f"non-finite values in {', '.join(bad[:3])}")
     # Checkpoints from before a flag existed used its default.
-    saved = {"method": "potential", "exact_initial": False, "w_diversity": 0.0, "matching_sequences": 16, **saved}
+    saved = {"method": "potential", "exact_initial": False, "w_diversity": 0.0, "matching_sequences": 16, "draw": "sample",
+             **saved}
     changed = [f"--{k.replace('_', '-')} {saved.get(k)} -> {getattr(args, k)}" for k in RESUME_MUST_MATCH if saved.get(k) != getattr(args, k)]
     if changed:
         raise SystemExit(f"error: --resume with different settings than the checkpoint: {', '.join(changed)}")
@@ -348,7 +353,7 @@ def write_card(args, flow, final: dict, seconds: float, report: dict | None, arg
                     "index) and the gradients were averaged over the processes before each update")
     if final:
         training = f"""- Method: `{args.method}`
-- Steps: {args.max_steps}, batch {args.batch_size}{" per process" if parallel else ""}, Adam lr {args.lr}, T = {args.num_timesteps}, Laplacian: {args.laplacian}
+- Steps: {args.max_steps}, batch {args.batch_size}{" per process" if parallel else ""}, Adam lr {args.lr}, T = {args.num_timesteps}, Laplacian: {args.laplacian}, k and t drawn per {args.draw}
 - {supervision}{parallel}
 - Time: {seconds / 60:.1f} min on {args.device} ({torch.get_num_threads()} threads{" per process" if parallel else ""})
 - Final loss terms (mean of the last 50 steps): {terms}
@@ -648,7 +653,7 @@ def fit(args, argv, signals: Signals, progress: Progress, procs: Processes | Non
     buffers = [*flow.buffers(), *classifier.buffers()]
     optimizer = torch.optim.Adam(params, lr=args.lr)
     losses = LossConfig(args.w_initial, args.w_pde, args.w_jacobian, args.w_classifier, args.jacobian_saturation,
-                        args.laplacian, args.num_probes, args.w_diversity)
+                        args.laplacian, args.num_probes, args.w_diversity, args.draw)
     checkpoint = out / CHECKPOINT
     # The card's numbers cover the whole run: a resumed run continues the last 50 steps' logs and the time spent.
     start, history, seconds_before, processes = 0, [], 0.0, [[0, procs.size]]
