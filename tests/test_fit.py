@@ -3,6 +3,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,7 @@ def test_resume_refuses_changed_settings(generator_dir, tmp_path, monkeypatch):
         fit.main(args_for(generator_dir, out, "--max-steps", "5", "--checkpoint-every", "2", "--resume", "--lr", "0.01"))
 
 
-@pytest.mark.parametrize("extra, message", [
+BAD_FLAGS = [
     (["--max-steps", "0"], "argument --max-steps: must be a finite number > 0, got 0"),
     (["--num-timesteps", "1"], "--num-timesteps must be >= 2"),
     (["--laplacian", "rowsum"], "invalid choice: 'rowsum'"),
@@ -101,8 +102,23 @@ def test_resume_refuses_changed_settings(generator_dir, tmp_path, monkeypatch):
     (["--labels", "a,b"], "--labels has 2 names for --num-potentials 3"),
     (["--resume"], "--resume: no checkpoint at"),
     (["--supervision", "dsprites"], "--supervision dsprites ties potentials 0-4 to the five factors: needs --num-potentials >= 5"),
-])
-def test_bad_flags_give_one_line_errors(generator_dir, tmp_path, extra, message):
+]
+
+
+@pytest.mark.parametrize("extra, message", BAD_FLAGS)
+def test_bad_flags_give_one_line_errors(generator_dir, tmp_path, capfd, extra, message):
+    # In this process: each case costs a parse, not the 4+ s of a fresh interpreter importing torch and diffusers.
+    # The command-line path itself (exit status, nothing printed on import) is the next test's.
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit) as exit_:
+        warnings.simplefilter("always")  # a warning would be a second line on a real stderr
+        fit.main(args_for(generator_dir, tmp_path / "o", *extra))
+    err = capfd.readouterr().err
+    assert exit_.value.code == 2 and caught == []
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_bad_flag_is_one_line_from_the_command_line(generator_dir, tmp_path):
+    extra, message = BAD_FLAGS[0]
     proc = subprocess.run([sys.executable, str(ROOT / "train" / "fit.py"), *args_for(generator_dir, tmp_path / "o"), *extra],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
