@@ -272,7 +272,8 @@ def test_pip_install_into_a_fresh_venv(tmp_path):
     top = {p.split("/", 1)[0] for p in record}
     assert top == {"pdetraversal", "hub_models", f"{DIST}-{PROJECT['version']}.dist-info"}, top
     packages = {str(p.parent.relative_to(REPO)) for p in (REPO / "pdetraversal").rglob("__init__.py")}
-    assert packages == {"pdetraversal", "pdetraversal/baselines", "pdetraversal/data", "pdetraversal/metrics"}
+    assert packages == {"pdetraversal", "pdetraversal/baselines", "pdetraversal/data", "pdetraversal/metrics",
+                        "pdetraversal/space"}
     for pkg in packages | {"hub_models"}:
         for module in (REPO / pkg).glob("*.py"):
             assert f"{pkg}/{module.name}" in record, f"{pkg}/{module.name} is not installed"
