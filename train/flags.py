@@ -1,5 +1,5 @@
-"""Argument types and helpers shared by the training scripts: numbers that must be finite and in range, and the
-card's hardware line (no paper equation).
+"""Argument types and helpers shared by the training scripts: numbers that must be finite and in range, the flags
+every trainer has (threads, progress bar, the card's hardware line), and that line (no paper equation).
 
 argparse's `type=float` accepts "nan" and "inf", and NaN fails every comparison, so each check tests for what is
 wanted (value > 0 and finite) rather than against what is not.
@@ -43,3 +43,13 @@ def hardware(args) -> str:
         return args.hardware
     threads = torch.get_num_threads()
     return f"{os.cpu_count()} CPU cores, {threads} torch thread{'s' if threads != 1 else ''}"
+
+
+def add_run_flags(group, card_hardware: bool = False) -> None:
+    """--num-threads and --progress on a parser or argument group; with card_hardware also --hardware (see hardware)."""
+    if card_hardware:
+        group.add_argument("--hardware", default=None,
+                           help="hardware line for the card (default: the CPU count and torch threads, detected)")
+    group.add_argument("--num-threads", type=int, default=0,
+                       help="CPU threads for torch (0 = torch's default; 1 is fastest on a CPU shared with other jobs)")
+    group.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a tqdm progress bar")

@@ -30,6 +30,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from train.flags import add_run_flags  # noqa: E402
 from pdetraversal.metrics.factors import FactorRegressor, evaluate_regressor, train_factor_regressor  # noqa: E402
 
 
@@ -49,9 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and of the data stream")
     p.add_argument("--output-dir", default="hub_models/dsprites-factor-regressor",
                    help="folder to write config.json, model.safetensors and README.md to")
-    p.add_argument("--num-threads", type=int, default=0,
-                   help="CPU threads for torch (0 = torch's default; 1 is fastest on a CPU shared with other jobs)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a tqdm progress bar")
+    add_run_flags(p)
     return p
 
 

@@ -45,7 +45,7 @@ from tqdm import tqdm  # noqa: E402
 from hub_models.fashion_vae import FashionVAE  # noqa: E402
 from pdetraversal import losses  # noqa: E402
 from pdetraversal.data import fashion_mnist  # noqa: E402
-from train.flags import hardware, positive  # noqa: E402
+from train.flags import add_run_flags, hardware, positive  # noqa: E402
 
 EVAL_NUM = 2000
 EVAL_SEED = 777  # which test pictures, and the posterior samples drawn for them
@@ -68,13 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-warmup", type=int, default=300,
                    help="steps over which the KL weight rises from 0 to 1 (0: off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, the shuffles and the posterior samples")
-    p.add_argument("--num-threads", type=int, default=0,
-                   help="CPU threads for torch (0 = torch's default; 1 is fastest on a CPU shared with other jobs)")
-    p.add_argument("--hardware", default=None,
-                   help="hardware line for the card (default: the CPU count and torch threads, detected)")
     p.add_argument("--output-dir", default="hub_models/fashion-vae",
                    help="folder for config.json, the weights, samples.png and README.md")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a tqdm progress bar")
+    add_run_flags(p, card_hardware=True)
     return p
 
 

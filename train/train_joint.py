@@ -87,7 +87,7 @@ from tqdm import tqdm  # noqa: E402
 from hub_models.base import Generator  # noqa: E402
 from hub_models.dsprites_vae import DSpritesVAE  # noqa: E402
 from hub_models.mnist_vae import MNISTVAE  # noqa: E402
-from train.flags import hardware, non_negative, positive  # noqa: E402
+from train.flags import add_run_flags, hardware, non_negative, positive  # noqa: E402
 from pdetraversal import PotentialFlow, losses, pde  # noqa: E402
 from pdetraversal.data import dsprites, dsprites_moves, mnist  # noqa: E402
 from pdetraversal.metrics.path_shape import format_diagnostics, path_diagnostics  # noqa: E402
@@ -237,11 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--eval-sequences", type=positive(int), default=500,
                     help=f"held-out sequences for the card's ELBO and equivariance error (mnist: test split; "
                          f"dsprites: fixed seed {EVAL_SEED}, valid frames only)")
-    io.add_argument("--hardware", default=None,
-                    help="hardware line for the cards (default: the CPU count and torch threads, detected)")
-    io.add_argument("--num-threads", type=int, default=0,
-                    help="CPU threads for torch (0 = torch's default; 1 is fastest on a CPU shared with other jobs)")
-    io.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a tqdm progress bar")
+    add_run_flags(io, card_hardware=True)
     return p
 
 

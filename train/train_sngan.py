@@ -49,7 +49,7 @@ from tqdm import tqdm  # noqa: E402
 from hub_models.sngan import SNGANDiscriminator, SNGANGenerator  # noqa: E402
 from pdetraversal.data import fashion_mnist  # noqa: E402
 from pdetraversal.plots import grid, image_strip  # noqa: E402
-from train.flags import non_negative, positive  # noqa: E402
+from train.flags import add_run_flags, non_negative, positive  # noqa: E402
 
 LATENT_DIM = 128
 SMALL = {"width": 32, "d_width": 32, "n_dis": 1, "batch_size": 64, "max_steps": 1500}
@@ -76,10 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Adam steps (batch 128) of the evaluation classifier; 0 skips the evaluation")
     p.add_argument("--eval-samples", type=positive(int), default=2000, help="generated and real pictures evaluated")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    p.add_argument("--num-threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     p.add_argument("--hardware", default="", help="words for the card, e.g. '2 CPU cores, 1 torch thread, shared'")
     p.add_argument("--output-dir", default="hub_models/fashion-sngan", help="folder for the generator and its card")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
+    add_run_flags(p)
     return p
 
 

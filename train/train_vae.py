@@ -41,6 +41,7 @@ if str(REPO_ROOT) not in sys.path:
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from train.flags import add_run_flags  # noqa: E402
 from hub_models import resolve_source  # noqa: E402
 from hub_models.dsprites_vae import DSpritesVAE  # noqa: E402
 from pdetraversal import losses  # noqa: E402
@@ -112,9 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and of the data stream")
     p.add_argument("--output-dir", default="hub_models/dsprites-vae",
                    help="folder to write config.json, diffusion_pytorch_model.safetensors and README.md to")
-    p.add_argument("--num-threads", type=int, default=0,
-                   help="CPU threads for torch (0 = torch's default; 1 is fastest on a CPU shared with other jobs)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a tqdm progress bar")
+    add_run_flags(p)
     return p
 
 
