@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
+import re
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx2  # huggingface_hub's HTTP client (a pinned dependency of it): its TransportError is "no connection"
@@ -35,6 +36,7 @@ from safetensors import SafetensorError, safe_open
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 class CheckpointError(ValueError):
@@ -79,6 +81,13 @@ def resolve_file(repo_id_or_path: str | os.PathLike, filename: str, revision: st
         return str(path)
     repo_id = str(repo_id_or_path)
     with _hub_errors(repo_id, revision, filename):
+        if revision and COMMIT_SHA.fullmatch(revision) and not download_kwargs.get("force_download"):
+            # A commit's files never change, so one already in the cache is served with no request at all (loads
+            # pinned to a sha, as potentials pin their generator and the Space every repo, asked the Hub once per
+            # file whether it was reachable).
+            with suppress(LocalEntryNotFoundError):
+                return hf_hub_download(repo_id, filename, revision=revision,
+                                       **{**download_kwargs, "local_files_only": True})
         if not constants.HF_HUB_OFFLINE and not download_kwargs.get("local_files_only"):
             try:  # one request, no retries: is the Hub there at all?
                 HfApi().model_info(repo_id, revision=revision, token=download_kwargs.get("token"))
