@@ -321,12 +321,9 @@ def dcgan_table(args, device: torch.device) -> None:
             peaks[m.name] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         times = time_methods(methods, max(args.warmup - 2, 0), args.repeats)
         for m in methods:
-            m.median = times[m.name]
-        ref = methods[-1].median
-        for m in methods:
             peak = f"{peaks[m.name]:>9.0f}" if peaks[m.name] is not None else f"{'n/a':>9}"
-            print(f"{batch:>4} {m.name:<11} {1000 * m.median:>9.1f} {1 / m.median:>8.2f} {peak}  {m.median / ref:.2f}",
-                  flush=True)
+            print(f"{batch:>4} {m.name:<11} {1000 * times[m.name]:>9.1f} {1 / times[m.name]:>8.2f} {peak}  "
+                  f"{ratio(methods, m.name, 'reference'):.2f}", flush=True)
         del methods
 
 
