@@ -1,5 +1,4 @@
 """hub_models/consistency.py: a diffusers consistency-model pipeline (tiny random UNet2DModel + CM scheduler)."""
-import importlib.util
 import json
 import math
 import shutil
@@ -16,9 +15,8 @@ from hub_models.consistency import ConsistencyGenerator  # noqa: E402
 from pdetraversal import PotentialFlow  # noqa: E402
 from pdetraversal.hub import CheckpointError  # noqa: E402
 from pdetraversal.losses import jacobian_vector_product  # noqa: E402
-from test_ddim import BAD_UNET_CHECKPOINTS, _rewrite_weights  # noqa: E402
+from test_ddim import BAD_UNET_CHECKPOINTS, _rewrite_weights, fit_one_step_and_load  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 D = 3 * 8 * 8
 
@@ -259,13 +257,6 @@ def test_load_generator_picks_it_by_its_scheduler(pipeline_dir, conditional_dir,
     with torch.no_grad():
         frames = gen2.decode(path.reshape(-1, D))
     assert path.shape == (4, 2, D) and frames.shape == (8, 3, 8, 8) and torch.isfinite(frames).all()
-    spec = importlib.util.spec_from_file_location("fit", ROOT / "train" / "fit.py")
-    fit = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fit)
-    out = tmp_path / "fitted"
-    assert fit.main(["--generator", str(pipeline_dir), "--laplacian", "hutchinson", "--max-steps", "1",
-                     "--batch-size", "2", "--num-potentials", "2", "--num-timesteps", "3",
-                     "--output-dir", str(out), "--no-progress"]) == 0
-    fitted, gen3 = load_flow_and_generator(out)
+    fitted, gen3 = fit_one_step_and_load(pipeline_dir, tmp_path / "fitted")
     assert fitted.latent_dim == D and isinstance(gen3, ConsistencyGenerator)
 

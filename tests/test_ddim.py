@@ -206,6 +206,17 @@ def test_the_download_cap_counts_the_unet_weights(hub, pipeline_dir, tmp_path):
     assert isinstance(gen, DDIMGenerator) and flow.latent_dim == gen.latent_dim
 
 
+def fit_one_step_and_load(pipeline_dir: Path, out: Path):
+    """One step of train/fit.py on the pipeline (Hutchinson's Laplacian), then (flow, generator) loaded from `out`."""
+    spec = importlib.util.spec_from_file_location("fit", ROOT / "train" / "fit.py")
+    fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit)
+    assert fit.main(["--generator", str(pipeline_dir), "--laplacian", "hutchinson", "--max-steps", "1",
+                     "--batch-size", "2", "--num-potentials", "2", "--num-timesteps", "3",
+                     "--output-dir", str(out), "--no-progress"]) == 0
+    return load_flow_and_generator(out)
+
+
 def test_potentials_on_it_load_traverse_and_fit(pipeline_dir, tmp_path):
     torch.manual_seed(0)
     PotentialFlow(latent_dim=192, num_potentials=2, num_timesteps=3, generator=str(pipeline_dir)).save_pretrained(
@@ -218,13 +229,6 @@ def test_potentials_on_it_load_traverse_and_fit(pipeline_dir, tmp_path):
         frames = gen.decode(path.reshape(-1, 192))
     assert frames.shape == (8, 3, 8, 8) and torch.isfinite(frames).all()
 
-    spec = importlib.util.spec_from_file_location("fit", ROOT / "train" / "fit.py")
-    fit = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fit)
-    out = tmp_path / "fitted"
-    assert fit.main(["--generator", str(pipeline_dir), "--laplacian", "hutchinson", "--max-steps", "1",
-                     "--batch-size", "2", "--num-potentials", "2", "--num-timesteps", "3",
-                     "--output-dir", str(out), "--no-progress"]) == 0
-    fitted, gen2 = load_flow_and_generator(out)
+    fitted, gen2 = fit_one_step_and_load(pipeline_dir, tmp_path / "fitted")
     assert fitted.latent_dim == 192 and fitted.config["generator"] == str(pipeline_dir)
     assert isinstance(gen2, DDIMGenerator)
